@@ -1,0 +1,182 @@
+"""The `provisioner` command: parses, calls, prints. The work lives in the modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from provisioner import __version__
+from provisioner import inventory as inv
+from provisioner import plan as plan_mod
+from provisioner import preflight as pre
+from provisioner.spec import ClusterSpec, SpecError, load
+from provisioner.state import ClusterDir
+
+app = typer.Typer(help="Declarative Kubernetes clusters on plain Linux machines.", no_args_is_help=True)
+cluster_app = typer.Typer(help="Plan, check and operate a cluster from its cluster file.", no_args_is_help=True)
+inventory_app = typer.Typer(help="The generated Ansible inventory.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(inventory_app, name="inventory")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Output(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FileOpt = Annotated[Path, typer.Option("--file", "-f", help="The cluster file.", show_default=True)]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Parent of the cluster directories (default ./clusters)."),
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table for people, json for scripts.")]
+
+
+def fail(lines: list[str] | str, code: int = 1) -> NoReturn:
+    for line in [lines] if isinstance(lines, str) else lines:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_spec(path: Path) -> ClusterSpec:
+    try:
+        return load(path)
+    except SpecError as exc:
+        fail(exc.lines(), code=2)
+
+
+def cluster_dir(spec: ClusterSpec, state_dir: Path | None) -> ClusterDir:
+    return ClusterDir.for_cluster(spec.name, state_dir)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"provisioner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Declarative Kubernetes clusters on plain Linux machines."""
+
+
+# -- cluster plan / preflight -----------------------------------------------------------
+
+
+@cluster_app.command("plan")
+def cluster_plan(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Show what `cluster create` would do: nodes, versions, networks, pod blocks, plays."""
+    spec = load_spec(file)
+    previous = cluster_dir(spec, state_dir).read_blocks()
+    try:
+        data = plan_mod.make_plan(spec, previous)
+    except inv.BlockError as exc:
+        fail(str(exc), code=2)
+    if output is Output.json:
+        emit_json(data)
+        return
+    out.print(f"[bold]cluster[/bold] {data['cluster']}   files_repo {data['files_repo']}")
+    out.print("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
+    out.print("network:  " + ", ".join(f"{k} {v}" for k, v in data["network"].items()))
+    for role, names in data["roles"].items():
+        out.print(f"{role:>13}: {', '.join(names) or '-'}")
+    nodes = Table(title="nodes", title_justify="left")
+    for col in ("name", "address", "roles", "pod block"):
+        nodes.add_column(col)
+    for n in data["nodes"]:
+        block = n["pod_block"] + (" (new)" if n["new_block"] else "")
+        nodes.add_row(n["name"], n["address"], ",".join(n["roles"]), block)
+    out.print(nodes)
+    plays = Table(title="plays that create runs", title_justify="left")
+    plays.add_column("#", justify="right")
+    plays.add_column("play")
+    plays.add_column("hosts")
+    for i, p in enumerate(data["plays"], 1):
+        plays.add_row(str(i), p["name"], p["hosts"])
+    out.print(plays)
+
+
+def preflight_table(reports: list[pre.HostReport]) -> Table:
+    table = Table(title="preflight", title_justify="left")
+    table.add_column("host")
+    table.add_column("address")
+    table.add_column("result")
+    table.add_column("findings")
+    for r in reports:
+        notes = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok]
+        table.add_row(
+            r.name, r.address, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]", "\n".join(notes) or "-"
+        )
+    return table
+
+
+def run_preflight(spec: ClusterSpec, output: Output = Output.table) -> list[pre.HostReport]:
+    """Check every host; on any failure print the table and exit 1 (nothing changed)."""
+    reports = pre.run(spec)
+    if output is Output.json:
+        emit_json([{"host": r.name, "address": r.address, "ok": r.ok,
+                    "checks": [vars(c) for c in r.checks]} for r in reports])
+    else:
+        err.print(preflight_table(reports))
+    if not all(r.ok for r in reports):
+        fail(str(pre.PreflightFailed(reports)).splitlines())
+    return reports
+
+
+@cluster_app.command("preflight")
+def cluster_preflight(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.table) -> None:
+    """Read-only checks of every host (SSH, sudo, python3, OS, swap, cgroups, ports)."""
+    run_preflight(load_spec(file), output)
+
+
+# -- inventory ---------------------------------------------------------------------------
+
+
+@inventory_app.command("generate")
+def inventory_generate(
+    file: FileOpt = Path("cluster.yaml"),
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of the cluster directory.")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Write hosts.yaml + group_vars/ for the cluster file."""
+    spec = load_spec(file)
+    cdir = cluster_dir(spec, state_dir)
+    try:
+        blocks = inv.assign_pod_blocks(spec, cdir.read_blocks())
+    except inv.BlockError as exc:
+        fail(str(exc), code=2)
+    target = out_dir or cdir.ensure().inventory
+    if out_dir is None:
+        cdir.write_blocks(blocks)
+    inv.write(inv.build(spec, blocks, cdir.root), target)
+    out.print(f"inventory written to {target}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

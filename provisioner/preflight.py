@@ -1,0 +1,177 @@
+"""Preflight: read-only checks of every host over SSH (paramiko), before any change.
+
+One SSH session per host runs one read-only probe script; the facts it prints are judged
+here. Hosts are checked in parallel. Nothing is written on any host.
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from provisioner.spec import ClusterSpec, Node
+
+SUPPORTED_OS = {"debian": ("12", "13"), "ubuntu": ("22.04", "24.04")}
+
+# port -> the processes that may hold it (our own services on a re-run)
+PORTS_ALL = {10250: ("kubelet",), 10256: ("kube-proxy",), 179: ("bird",)}
+PORTS_CP = {6443: ("kube-apiserver",), 10257: ("kube-controller",), 10259: ("kube-scheduler",)}
+PORTS_ETCD = {2379: ("etcd",), 2380: ("etcd",)}
+
+PROBE = r"""
+echo "python3=$(command -v python3 || true)"
+. /etc/os-release 2>/dev/null && echo "os_id=$ID" && echo "os_version=$VERSION_ID"
+echo "swap=$(awk 'NR>1' /proc/swaps | wc -l)"
+echo "cgroupfs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+echo "uid=$(id -u)"
+if [ "$(id -u)" = 0 ]; then echo sudo=root; elif sudo -n true 2>/dev/null; then echo sudo=ok; else echo sudo=no; fi
+echo "arch=$(uname -m)"
+(ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0; sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
+"""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False  # a finding that does not stop the run
+
+
+@dataclass
+class HostReport:
+    name: str
+    address: str
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok or c.warning for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and not c.warning]
+
+    @property
+    def cgroup_version(self) -> int | None:
+        fs = self.facts.get("cgroupfs")
+        return {"cgroup2fs": 2, "tmpfs": 1}.get(fs or "")
+
+
+class PreflightFailed(Exception):
+    def __init__(self, reports: list[HostReport]):
+        self.reports = reports
+        bad = [f"{r.name} ({r.address}): {c.name}: {c.detail}" for r in reports for c in r.failures()]
+        super().__init__("preflight failed; nothing was changed:\n" + "\n".join(bad))
+
+
+def _ports_for(node: Node, spec: ClusterSpec) -> dict[int, tuple[str, ...]]:
+    ports = dict(PORTS_ALL)
+    ports[spec.api_lb.port] = ("nginx", "haproxy")
+    if "control-plane" in node.roles:
+        ports.update(PORTS_CP)
+    if "etcd" in node.roles:
+        ports.update(PORTS_ETCD)
+    return ports
+
+
+def _parse(output: str) -> tuple[dict[str, str], dict[int, str]]:
+    facts: dict[str, str] = {}
+    listening: dict[int, str] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "listen":
+            port, _, proc = value.partition("/")
+            if port.isdigit():
+                listening.setdefault(int(port), proc)
+        else:
+            facts[key] = value.strip()
+    return facts, listening
+
+
+def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[int, str]) -> list[Check]:
+    """Turn the probe's facts into checks (pure; unit-tested)."""
+    checks: list[Check] = []
+    sudo = facts.get("sudo", "no")
+    checks.append(
+        Check("sudo", sudo in ("root", "ok"), "root" if sudo == "root" else
+              ("passwordless sudo" if sudo == "ok" else
+               f"user {facts.get('uid')} has no passwordless sudo; add a NOPASSWD sudoers rule"))
+    )
+    py = facts.get("python3", "")
+    checks.append(Check("python3", bool(py), py or "python3 not found; install it (apt-get install python3)"))
+    os_id, os_ver = facts.get("os_id", "?"), facts.get("os_version", "?")
+    supported = os_ver in SUPPORTED_OS.get(os_id, ())
+    checks.append(
+        Check("os", supported, f"{os_id} {os_ver}" + ("" if supported else
+              f" is not supported; use one of {', '.join(f'{k} {v}' for k, vs in SUPPORTED_OS.items() for v in vs)}"))
+    )
+    arch = facts.get("arch", "?")
+    checks.append(Check("arch", arch == "x86_64", arch if arch == "x86_64" else f"{arch}: only x86_64 artifacts are mirrored"))
+    swaps = int(facts.get("swap", "0") or 0)
+    checks.append(Check("swap", swaps == 0, "off" if swaps == 0 else f"{swaps} swap device(s) on; create turns swap off", warning=True))
+    cg = {"cgroup2fs": 2, "tmpfs": 1}.get(facts.get("cgroupfs", ""), None)
+    if cg == 2:
+        checks.append(Check("cgroup", True, "v2"))
+    elif cg == 1:
+        checks.append(Check("cgroup", False, "v1: kubelet gets failCgroupV1=false (deprecated; move to v2)", warning=True))
+    else:
+        checks.append(Check("cgroup", False, f"unknown cgroup filesystem {facts.get('cgroupfs')!r}"))
+    busy = []
+    for port, owners in sorted(_ports_for(node, spec).items()):
+        proc = listening.get(port)
+        if proc is not None and not any(proc.startswith(o) for o in owners):
+            busy.append(f"{port} ({proc or 'unknown process'})")
+    checks.append(Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them"))
+    return checks
+
+
+def check_host(node: Node, spec: ClusterSpec, timeout: float = 8.0) -> HostReport:
+    report = HostReport(node.name, node.address)
+    port = node.ssh_port or spec.ssh.port
+    user = node.ssh_user or spec.ssh.user
+    key_path = Path(spec.ssh.private_key).expanduser()
+    try:
+        sock = socket.create_connection((node.address, port), timeout=timeout)
+    except OSError as exc:
+        report.checks.append(Check("reachable", False, f"cannot connect to {node.address}:{port}: {exc.strerror or exc}"))
+        return report
+    report.checks.append(Check("reachable", True, f"{node.address}:{port}"))
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 (host keys are new nodes)
+    try:
+        try:
+            client.connect(node.address, port=port, username=user, key_filename=str(key_path),
+                           sock=sock, timeout=timeout, auth_timeout=timeout, banner_timeout=timeout,
+                           allow_agent=False, look_for_keys=False)
+        except (paramiko.AuthenticationException, paramiko.SSHException, OSError) as exc:
+            report.checks.append(Check("ssh key", False, f"{user}@{node.address} with {key_path}: {exc}"))
+            return report
+        report.checks.append(Check("ssh key", True, f"{user} with {key_path.name}"))
+        _, stdout, _ = client.exec_command("sh -s", timeout=timeout * 2)
+        stdin = stdout.channel
+        stdin.sendall(PROBE.encode())
+        stdin.shutdown_write()
+        output = stdout.read().decode(errors="replace")
+    finally:
+        client.close()
+    facts, listening = _parse(output)
+    report.facts = facts
+    report.checks.extend(judge(node, spec, facts, listening))
+    return report
+
+
+def run(spec: ClusterSpec, nodes: list[Node] | None = None, timeout: float = 8.0) -> list[HostReport]:
+    """Check the hosts in parallel; the reports come back in the cluster file's order."""
+    targets = nodes if nodes is not None else spec.nodes
+    key = Path(spec.ssh.private_key).expanduser()
+    if not key.is_file():
+        return [HostReport(n.name, n.address, [Check("ssh key", False, f"ssh.private_key: {key} does not exist")]) for n in targets]
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
+        return list(pool.map(lambda n: check_host(n, spec, timeout), targets))

@@ -1,0 +1,199 @@
+"""Run a playbook through ansible-runner: private data dir, events -> progress, result.
+
+The full Ansible output goes to the log file; the terminal gets a compact live view.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+PROJECT_ROOT = Path(os.environ.get("PROVISIONER_HOME", Path(__file__).resolve().parents[1]))
+PLAYBOOKS = PROJECT_ROOT / "playbooks"
+ROLES = PROJECT_ROOT / "roles"
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    ignored: int = 0
+    rescued: int = 0
+
+    @property
+    def tasks(self) -> int:
+        return self.ok + self.failed + self.skipped + self.unreachable
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+    def line(self) -> str:
+        what = "unreachable" if self.unreachable else "failed"
+        return f"{self.host}: task '{self.task}' {what}: {self.message}"
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    rc: int
+    status: str
+    elapsed: float
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failures
+
+    @property
+    def changed(self) -> int:
+        return sum(s.changed for s in self.stats.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "playbook": self.playbook,
+            "rc": self.rc,
+            "status": self.status,
+            "elapsed_s": round(self.elapsed, 2),
+            "stats": {h: vars(s) for h, s in self.stats.items()},
+            "failures": [vars(f) for f in self.failures],
+            "log": str(self.log) if self.log else None,
+        }
+
+
+class PlaybookFailed(Exception):
+    def __init__(self, result: RunResult):
+        self.result = result
+        lines = [f.line() for f in result.failures] or [
+            f"{result.playbook} ended with status {result.status} (rc {result.rc})"
+        ]
+        if result.log:
+            lines.append(f"full output: {result.log}")
+        super().__init__("\n".join(lines))
+
+
+def _message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if not msg and res.get("results"):
+        for item in res["results"]:
+            if item.get("failed"):
+                msg = item.get("msg") or item.get("stderr") or ""
+                break
+    return " ".join(str(msg).split())[:500] or "(no message)"
+
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        "ANSIBLE_ROLES_PATH": str(ROLES),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
+        "ANSIBLE_FORKS": "20",
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_LOCALHOST_WARNING": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+    }
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(
+    playbook: str | Path,
+    inventory: str | Path | dict[str, Any],
+    data_dir: Path,
+    log_path: Path | None = None,
+    limit: str | None = None,
+    extravars: dict[str, Any] | None = None,
+    on_event: EventSink | None = None,
+    check: bool = False,
+    envvars: dict[str, str] | None = None,
+) -> RunResult:
+    """Run one playbook; return per-host stats and the failures, named by host and task."""
+    playbook = Path(playbook)
+    if not playbook.is_absolute():
+        playbook = PLAYBOOKS / playbook
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    failures: list[Failure] = []
+    log = open(log_path, "a") if log_path else None  # noqa: SIM115 (closed below)
+
+    def handler(event: dict[str, Any]) -> bool:
+        if log and event.get("stdout"):
+            log.write(event["stdout"] + "\n")
+        data = event.get("event_data", {})
+        kind = event.get("event")
+        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            failures.append(
+                Failure(
+                    host=data.get("host", "?"),
+                    task=data.get("task", "?"),
+                    message=_message(data.get("res", {})),
+                    unreachable=kind == "runner_on_unreachable",
+                )
+            )
+        if on_event:
+            on_event(event)
+        return True
+
+    cmdline = "--check --diff" if check else None
+    started = time.monotonic()
+    try:
+        r = ansible_runner.run(
+            private_data_dir=str(data_dir),
+            playbook=str(playbook),
+            inventory=inventory if isinstance(inventory, dict) else str(inventory),
+            limit=limit,
+            extravars=extravars or {},
+            envvars=ansible_env(envvars),
+            event_handler=handler,
+            quiet=True,
+            rotate_artifacts=3,
+            cmdline=cmdline,
+            suppress_env_files=True,
+        )
+    finally:
+        if log:
+            log.close()
+    elapsed = time.monotonic() - started
+    stats: dict[str, HostStats] = {}
+    raw = r.stats or {}
+    for key, attr in (
+        ("ok", "ok"),
+        ("changed", "changed"),
+        ("failures", "failed"),
+        ("skipped", "skipped"),
+        ("dark", "unreachable"),
+        ("ignored", "ignored"),
+        ("rescued", "rescued"),
+    ):
+        for host, count in (raw.get(key) or {}).items():
+            setattr(stats.setdefault(host, HostStats()), attr, count)
+    return RunResult(
+        playbook=playbook.name,
+        rc=r.rc,
+        status=r.status,
+        elapsed=elapsed,
+        stats=stats,
+        failures=failures,
+        log=log_path,
+    )

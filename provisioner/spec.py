@@ -1,0 +1,357 @@
+"""The cluster file: load ``cluster.yaml`` into a validated model.
+
+Validation reports every problem at once, one line each, naming the field path
+(``nodes[2].address``) and saying what to do. Nothing here touches a node.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from provisioner.versions import DEFAULT_KUBERNETES, SUPPORTED_KUBERNETES
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Kubernetes qualified name: optional DNS-1123 subdomain prefix + "/" + name.
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?)$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+ROLES = ("etcd", "control-plane", "worker")
+
+
+class SpecError(Exception):
+    """The cluster file is not valid. ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {p}" for p in self.problems]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Kubernetes(_Model):
+    version: str = DEFAULT_KUBERNETES
+    proxy_mode: Literal["iptables", "ipvs", "nftables"] = "iptables"
+    cluster_domain: str = "cluster.local"
+    # Extra kubelet settings the lab needs; real hosts leave these alone.
+    fail_cgroup_v1: bool | None = Field(
+        default=None,
+        description="None = decide from the cgroup version that preflight detects.",
+    )
+
+
+class Network(_Model):
+    plugin: Literal["calico-style"] = "calico-style"
+    pod_subnet: str = "10.233.64.0/18"
+    service_subnet: str = "10.233.0.0/18"
+    node_prefix: int = 24
+    encapsulation: Literal["none", "ipip"] = "none"
+    nat_outgoing: bool = True
+    route_reflectors: list[str] = Field(default_factory=list)
+    bgp_asn: int = 64512
+
+
+class Etcd(_Model):
+    quota_backend_bytes: int = 2 * 1024**3
+    memory_limit: str = "1G"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 10000
+
+
+class ApiLoadBalancer(_Model):
+    kind: Literal["nginx", "haproxy"] = "nginx"
+    port: int = 6444
+
+
+class Artifacts(_Model):
+    files_repo: str = "http://127.0.0.1:8088"
+
+
+class Runtime(_Model):
+    # The lab's host drops CAP_SYS_RESOURCE (see LAB.md); real hosts keep this false.
+    restrict_oom_score_adj: bool = False
+
+
+class Ssh(_Model):
+    user: str = "root"
+    private_key: str = "~/.ssh/id_ed25519"
+    port: int = 22
+
+
+class Node(_Model):
+    name: str
+    address: str
+    roles: list[Literal["etcd", "control-plane", "worker"]]
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[str] = Field(default_factory=list)
+    ssh_user: str | None = None
+    ssh_port: int | None = None
+
+
+class ClusterSpec(_Model):
+    name: str
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    network: Network = Field(default_factory=Network)
+    etcd: Etcd = Field(default_factory=Etcd)
+    api_lb: ApiLoadBalancer = Field(default_factory=ApiLoadBalancer)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    runtime: Runtime = Field(default_factory=Runtime)
+    ssh: Ssh = Field(default_factory=Ssh)
+    nodes: list[Node]
+
+    # -- views used by the inventory and the CLI ---------------------------------------
+    def with_role(self, role: str) -> list[Node]:
+        return [n for n in self.nodes if role in n.roles]
+
+    @property
+    def control_planes(self) -> list[Node]:
+        return self.with_role("control-plane")
+
+    @property
+    def etcd_members(self) -> list[Node]:
+        return self.with_role("etcd")
+
+    @property
+    def workers(self) -> list[Node]:
+        return self.with_role("worker")
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> ClusterSpec:
+    """Read and validate a cluster file; raise SpecError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the cluster file: {exc.strerror}"]) from None
+    return parse(text, source=str(path))
+
+
+def parse(text: str, source: str = "cluster.yaml") -> ClusterSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(source, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(source, ["the file must be a mapping with at least `name` and `nodes`"])
+    return from_dict(data, source)
+
+
+def from_dict(data: dict[str, Any], source: str = "cluster.yaml") -> ClusterSpec:
+    try:
+        spec = ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, _explain(exc)) from None
+    problems = check(spec)
+    if problems:
+        raise SpecError(source, problems)
+    return spec
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = ClusterSpec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        if inner:
+            ann = inner[0]
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            known = sorted(parent.model_fields) if parent else []
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            what = f"did you mean `{hint[0]}`?" if hint else f"known keys: {', '.join(known)}"
+            lines.append(f"{_path(loc)}: unknown key; {what}")
+        elif kind == "missing":
+            lines.append(f"{_path(loc)}: required; add it")
+        elif kind == "literal_error":
+            lines.append(f"{_path(loc)}: {err['msg'].lower()}")
+        else:
+            lines.append(f"{_path(loc)}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+# -- semantic rules -------------------------------------------------------------------------
+
+
+def _net(field: str, value: str, problems: list[str]) -> ipaddress.IPv4Network | None:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        problems.append(f"{field}: {value!r} is not a valid CIDR ({exc}); write it as 10.233.64.0/18")
+        return None
+    if not isinstance(net, ipaddress.IPv4Network):
+        problems.append(f"{field}: only IPv4 networks are supported so far")
+        return None
+    return net
+
+
+def check(spec: ClusterSpec) -> list[str]:
+    """Every cross-field rule; returns one line per problem (empty = valid)."""
+    p: list[str] = []
+    if not DNS1123_LABEL.match(spec.name) or len(spec.name) > 63:
+        p.append(f"name: {spec.name!r} must be a DNS-1123 label (lowercase letters, digits, '-')")
+
+    if spec.kubernetes.version not in SUPPORTED_KUBERNETES:
+        p.append(
+            f"kubernetes.version: {spec.kubernetes.version} is not supported; "
+            f"use one of {', '.join(SUPPORTED_KUBERNETES)}"
+        )
+
+    if not spec.nodes:
+        p.append("nodes: the cluster has no nodes; list at least one")
+    names = Counter(n.name for n in spec.nodes)
+    addresses: dict[str, int] = {}
+    node_ips: list[tuple[int, ipaddress.IPv4Address]] = []
+    for i, node in enumerate(spec.nodes):
+        f = f"nodes[{i}]"
+        if not DNS1123_LABEL.match(node.name) or len(node.name) > 63:
+            p.append(f"{f}.name: {node.name!r} must be a DNS-1123 label (lowercase letters, digits, '-')")
+        elif names[node.name] > 1:
+            p.append(f"{f}.name: {node.name!r} is used by more than one node; names must be unique")
+        try:
+            ip = ipaddress.ip_address(node.address)
+        except ValueError:
+            p.append(f"{f}.address: {node.address!r} is not an IP address; give the node's IPv4 address")
+        else:
+            if not isinstance(ip, ipaddress.IPv4Address):
+                p.append(f"{f}.address: only IPv4 node addresses are supported so far")
+            elif node.address in addresses:
+                p.append(
+                    f"{f}.address: {node.address} is already used by nodes[{addresses[node.address]}]"
+                )
+            else:
+                addresses[node.address] = i
+                node_ips.append((i, ip))
+        if not node.roles:
+            p.append(f"{f}.roles: give at least one of {', '.join(ROLES)}")
+        elif len(set(node.roles)) != len(node.roles):
+            p.append(f"{f}.roles: a role is listed twice")
+        for key, value in node.labels.items():
+            problem = label_problem(key, value)
+            if problem:
+                p.append(f"{f}.labels.{key}: {problem}")
+        for j, taint in enumerate(node.taints):
+            problem = taint_problem(taint)
+            if problem:
+                p.append(f"{f}.taints[{j}]: {problem}")
+
+    if spec.nodes and not spec.control_planes:
+        p.append("nodes: no node has the role control-plane; give it to at least one node")
+    n_etcd = len(spec.etcd_members)
+    if spec.nodes and n_etcd == 0:
+        p.append("nodes: no node has the role etcd; give it to 1, 3 or 5 nodes")
+    elif n_etcd and n_etcd % 2 == 0 or n_etcd > 7:
+        p.append(f"nodes: {n_etcd} etcd members; use an odd count (1, 3, 5 or 7) to keep quorum")
+
+    net = spec.network
+    pods = _net("network.pod_subnet", net.pod_subnet, p)
+    services = _net("network.service_subnet", net.service_subnet, p)
+    if pods and services and pods.overlaps(services):
+        p.append(
+            f"network.service_subnet: {services} overlaps network.pod_subnet {pods}; "
+            "choose ranges that do not overlap"
+        )
+    for field, cidr in (("network.pod_subnet", pods), ("network.service_subnet", services)):
+        if cidr is None:
+            continue
+        for i, ip in node_ips:
+            if ip in cidr:
+                p.append(f"nodes[{i}].address: {ip} lies inside {field} {cidr}; move one of them")
+    if pods:
+        if not pods.prefixlen <= net.node_prefix <= 30:
+            p.append(
+                f"network.node_prefix: {net.node_prefix} must be between the pod_subnet prefix "
+                f"/{pods.prefixlen} and 30"
+            )
+        else:
+            blocks = 2 ** (net.node_prefix - pods.prefixlen)
+            if blocks < len(spec.nodes):
+                p.append(
+                    f"network.node_prefix: /{net.node_prefix} blocks of {pods} give {blocks} "
+                    f"blocks for {len(spec.nodes)} nodes; raise node_prefix or widen pod_subnet"
+                )
+    if services and services.prefixlen > 28:
+        p.append("network.service_subnet: too small; use a /28 or larger (a /18 is usual)")
+
+    for i, rr in enumerate(net.route_reflectors):
+        if rr not in names:
+            p.append(f"network.route_reflectors[{i}]: {rr!r} is not a node in `nodes`")
+    if not 1 <= net.bgp_asn <= 4294967295:
+        p.append("network.bgp_asn: must be between 1 and 4294967295")
+    if not _DNS1123_SUBDOMAIN.match(spec.kubernetes.cluster_domain):
+        p.append("kubernetes.cluster_domain: must be a DNS name such as cluster.local")
+    if not spec.artifacts.files_repo.startswith(("http://", "https://", "file://")):
+        p.append("artifacts.files_repo: must be an http://, https:// or file:// URL")
+    return p
+
+
+def label_problem(key: str, value: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return "the key prefix must be a DNS subdomain, as in example.com/disk"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return "the key must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        return f"the value {value!r} must be at most 63 alphanumerics, '-', '_' or '.'"
+    return None
+
+
+def taint_problem(taint: str) -> str | None:
+    """Taints are written as kubectl writes them: ``key[=value]:Effect``."""
+    body, sep, effect = taint.rpartition(":")
+    if not sep:
+        return f"{taint!r} needs an effect: key=value:NoSchedule"
+    if effect not in TAINT_EFFECTS:
+        return f"effect {effect!r} must be one of {', '.join(TAINT_EFFECTS)}"
+    key, _, value = body.partition("=")
+    problem = label_problem(key, value)
+    return problem and f"{taint!r}: {problem}"

@@ -1,0 +1,42 @@
+"""The one table of what this release of provisioner supports.
+
+Each supported Kubernetes version names the component versions that go with it. The
+offline mirror builds exactly these (its Go modules under ``mirror/go`` pin the same
+versions, and a unit test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Release:
+    kubernetes: str
+    etcd: str
+    coredns: str
+    pause: str
+
+
+# Newest last. Upgrades go one minor at a time, so consecutive entries must be
+# consecutive minors.
+RELEASES: tuple[Release, ...] = (
+    Release(kubernetes="v1.36.3", etcd="v3.6.16", coredns="v1.14.7", pause="3.10"),
+    Release(kubernetes="v1.37.2", etcd="v3.6.16", coredns="v1.14.7", pause="3.10"),
+)
+
+SUPPORTED_KUBERNETES: tuple[str, ...] = tuple(r.kubernetes for r in RELEASES)
+DEFAULT_KUBERNETES = RELEASES[-1].kubernetes
+
+
+def release(version: str) -> Release:
+    for r in RELEASES:
+        if r.kubernetes == version:
+            return r
+    raise KeyError(version)
+
+
+def minor(version: str) -> tuple[int, int]:
+    """``v1.37.2`` -> ``(1, 37)``."""
+    major, minor_, *_ = version.lstrip("v").split(".")
+    return int(major), int(minor_)
