@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -16,6 +16,8 @@ from provisioner import __version__
 from provisioner import inventory as inv
 from provisioner import plan as plan_mod
 from provisioner import preflight as pre
+from provisioner.lab.host import LabError
+from provisioner.lab.manager import DEFAULT_MIRROR, Lab
 from provisioner.spec import ClusterSpec, SpecError, load
 from provisioner.state import ClusterDir
 
@@ -23,13 +25,15 @@ app = typer.Typer(help="Declarative Kubernetes clusters on plain Linux machines.
 cluster_app = typer.Typer(help="Plan, check and operate a cluster from its cluster file.", no_args_is_help=True)
 inventory_app = typer.Typer(help="The generated Ansible inventory.", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
+lab_app = typer.Typer(help="The local lab: machine-container nodes on a private bridge.", no_args_is_help=True)
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(lab_app, name="lab")
 
 out = Console()
 err = Console(stderr=True)
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     table = "table"
     json = "json"
 
@@ -126,9 +130,7 @@ def preflight_table(reports: list[pre.HostReport]) -> Table:
     table.add_column("findings")
     for r in reports:
         notes = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok]
-        table.add_row(
-            r.name, r.address, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]", "\n".join(notes) or "-"
-        )
+        table.add_row(r.name, r.address, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]", "\n".join(notes) or "-")
     return table
 
 
@@ -136,8 +138,9 @@ def run_preflight(spec: ClusterSpec, output: Output = Output.table) -> list[pre.
     """Check every host; on any failure print the table and exit 1 (nothing changed)."""
     reports = pre.run(spec)
     if output is Output.json:
-        emit_json([{"host": r.name, "address": r.address, "ok": r.ok,
-                    "checks": [vars(c) for c in r.checks]} for r in reports])
+        emit_json(
+            [{"host": r.name, "address": r.address, "ok": r.ok, "checks": [vars(c) for c in r.checks]} for r in reports]
+        )
     else:
         err.print(preflight_table(reports))
     if not all(r.ok for r in reports):
@@ -157,7 +160,9 @@ def cluster_preflight(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = 
 @inventory_app.command("generate")
 def inventory_generate(
     file: FileOpt = Path("cluster.yaml"),
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of the cluster directory.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of the cluster directory.")
+    ] = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Write hosts.yaml + group_vars/ for the cluster file."""
@@ -172,6 +177,84 @@ def inventory_generate(
         cdir.write_blocks(blocks)
     inv.write(inv.build(spec, blocks, cdir.root), target)
     out.print(f"inventory written to {target}")
+
+
+# -- lab -----------------------------------------------------------------------------------
+
+LabName = Annotated[str, typer.Option("--name", help="Lab (and cluster) name.")]
+
+
+def _lab(name: str, state_dir: Path | None) -> Lab:
+    return Lab(name, state_dir)
+
+
+@lab_app.command("up")
+def lab_up(
+    nodes: Annotated[int, typer.Option("--nodes", help="How many nodes.")] = 3,
+    control_planes: Annotated[int, typer.Option("--control-planes", help="How many of them are control planes.")] = 1,
+    name: LabName = "lab",
+    subnet: Annotated[str | None, typer.Option("--subnet", help="Bridge subnet (default 192.168.250.0/24).")] = None,
+    mirror_dir: Annotated[
+        Path, typer.Option("--mirror-dir", help="Artifact mirror to serve to the nodes.")
+    ] = DEFAULT_MIRROR,
+    state_dir: StateOpt = None,
+) -> None:
+    """Bring up (or complete) a lab of machine-container nodes and write its cluster file."""
+    lab = _lab(name, state_dir)
+    try:
+        timings = lab.up(nodes, control_planes, subnet, mirror_dir, say=lambda m: err.print(m))
+    except LabError as exc:
+        fail(str(exc))
+    err.print(f"lab {name}: {len(lab.status())} nodes up in {timings['nodes_up_s']:.1f}s")
+    out.print(f"cluster file: {lab.cluster_file}")
+
+
+@lab_app.command("down")
+def lab_down(name: LabName = "lab", state_dir: StateOpt = None) -> None:
+    """Stop and remove the nodes, the bridge, the apt proxy and the artifact server."""
+    try:
+        _lab(name, state_dir).down(say=lambda m: err.print(m))
+    except LabError as exc:
+        fail(str(exc))
+    out.print(f"lab {name} is down")
+
+
+@lab_app.command("status")
+def lab_status(name: LabName = "lab", state_dir: StateOpt = None, output: OutputOpt = Output.table) -> None:
+    """Nodes, addresses and state."""
+    rows = _lab(name, state_dir).status()
+    if output is Output.json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print(f"there is no lab named {name}")
+        return
+    table = Table(title=f"lab {name}", title_justify="left")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r.values())
+    out.print(table)
+
+
+@lab_app.command("stop")
+def lab_stop(node: str, name: LabName = "lab", state_dir: StateOpt = None) -> None:
+    """Stop one node (an orderly poweroff)."""
+    try:
+        _lab(name, state_dir).stop_node(node)
+    except LabError as exc:
+        fail(str(exc))
+    out.print(f"{node} stopped")
+
+
+@lab_app.command("start")
+def lab_start(node: str, name: LabName = "lab", state_dir: StateOpt = None) -> None:
+    """Start one stopped node and wait for its sshd."""
+    try:
+        _lab(name, state_dir).start_node(node)
+    except LabError as exc:
+        fail(str(exc))
+    out.print(f"{node} started")
 
 
 def main() -> None:

@@ -67,4 +67,3 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
         "plays": plays(playbook),
         "files_repo": spec.artifacts.files_repo,
     }
-

@@ -17,6 +17,8 @@ from provisioner.spec import ClusterSpec, Node
 
 SUPPORTED_OS = {"debian": ("12", "13"), "ubuntu": ("22.04", "24.04")}
 
+SUPPORTED_OS_TEXT = ", ".join(f"{k} {v}" for k, vs in SUPPORTED_OS.items() for v in vs)
+
 # port -> the processes that may hold it (our own services on a re-run)
 PORTS_ALL = {10250: ("kubelet",), 10256: ("kube-proxy",), 179: ("bird",)}
 PORTS_CP = {6443: ("kube-apiserver",), 10257: ("kube-controller",), 10259: ("kube-scheduler",)}
@@ -30,7 +32,8 @@ echo "cgroupfs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 echo "uid=$(id -u)"
 if [ "$(id -u)" = 0 ]; then echo sudo=root; elif sudo -n true 2>/dev/null; then echo sudo=ok; else echo sudo=no; fi
 echo "arch=$(uname -m)"
-(ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0; sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
+(ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0;
+  sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
 """
 
 
@@ -100,27 +103,49 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     checks: list[Check] = []
     sudo = facts.get("sudo", "no")
     checks.append(
-        Check("sudo", sudo in ("root", "ok"), "root" if sudo == "root" else
-              ("passwordless sudo" if sudo == "ok" else
-               f"user {facts.get('uid')} has no passwordless sudo; add a NOPASSWD sudoers rule"))
+        Check(
+            "sudo",
+            sudo in ("root", "ok"),
+            "root"
+            if sudo == "root"
+            else (
+                "passwordless sudo"
+                if sudo == "ok"
+                else f"user {facts.get('uid')} has no passwordless sudo; add a NOPASSWD sudoers rule"
+            ),
+        )
     )
     py = facts.get("python3", "")
     checks.append(Check("python3", bool(py), py or "python3 not found; install it (apt-get install python3)"))
     os_id, os_ver = facts.get("os_id", "?"), facts.get("os_version", "?")
     supported = os_ver in SUPPORTED_OS.get(os_id, ())
     checks.append(
-        Check("os", supported, f"{os_id} {os_ver}" + ("" if supported else
-              f" is not supported; use one of {', '.join(f'{k} {v}' for k, vs in SUPPORTED_OS.items() for v in vs)}"))
+        Check(
+            "os",
+            supported,
+            f"{os_id} {os_ver}" + ("" if supported else f" is not supported; use one of {SUPPORTED_OS_TEXT}"),
+        )
     )
     arch = facts.get("arch", "?")
-    checks.append(Check("arch", arch == "x86_64", arch if arch == "x86_64" else f"{arch}: only x86_64 artifacts are mirrored"))
+    checks.append(
+        Check("arch", arch == "x86_64", arch if arch == "x86_64" else f"{arch}: only x86_64 artifacts are mirrored")
+    )
     swaps = int(facts.get("swap", "0") or 0)
-    checks.append(Check("swap", swaps == 0, "off" if swaps == 0 else f"{swaps} swap device(s) on; create turns swap off", warning=True))
+    checks.append(
+        Check(
+            "swap",
+            swaps == 0,
+            "off" if swaps == 0 else f"{swaps} swap device(s) on; create turns swap off",
+            warning=True,
+        )
+    )
     cg = {"cgroup2fs": 2, "tmpfs": 1}.get(facts.get("cgroupfs", ""), None)
     if cg == 2:
         checks.append(Check("cgroup", True, "v2"))
     elif cg == 1:
-        checks.append(Check("cgroup", False, "v1: kubelet gets failCgroupV1=false (deprecated; move to v2)", warning=True))
+        checks.append(
+            Check("cgroup", False, "v1: kubelet gets failCgroupV1=false (deprecated; move to v2)", warning=True)
+        )
     else:
         checks.append(Check("cgroup", False, f"unknown cgroup filesystem {facts.get('cgroupfs')!r}"))
     busy = []
@@ -128,7 +153,9 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
         proc = listening.get(port)
         if proc is not None and not any(proc.startswith(o) for o in owners):
             busy.append(f"{port} ({proc or 'unknown process'})")
-    checks.append(Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them"))
+    checks.append(
+        Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them")
+    )
     return checks
 
 
@@ -140,24 +167,32 @@ def check_host(node: Node, spec: ClusterSpec, timeout: float = 8.0) -> HostRepor
     try:
         sock = socket.create_connection((node.address, port), timeout=timeout)
     except OSError as exc:
-        report.checks.append(Check("reachable", False, f"cannot connect to {node.address}:{port}: {exc.strerror or exc}"))
+        report.checks.append(
+            Check("reachable", False, f"cannot connect to {node.address}:{port}: {exc.strerror or exc}")
+        )
         return report
     report.checks.append(Check("reachable", True, f"{node.address}:{port}"))
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 (host keys are new nodes)
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
         try:
-            client.connect(node.address, port=port, username=user, key_filename=str(key_path),
-                           sock=sock, timeout=timeout, auth_timeout=timeout, banner_timeout=timeout,
-                           allow_agent=False, look_for_keys=False)
+            client.connect(
+                node.address,
+                port=port,
+                username=user,
+                key_filename=str(key_path),
+                sock=sock,
+                timeout=timeout,
+                auth_timeout=timeout,
+                banner_timeout=timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
         except (paramiko.AuthenticationException, paramiko.SSHException, OSError) as exc:
             report.checks.append(Check("ssh key", False, f"{user}@{node.address} with {key_path}: {exc}"))
             return report
         report.checks.append(Check("ssh key", True, f"{user} with {key_path.name}"))
-        _, stdout, _ = client.exec_command("sh -s", timeout=timeout * 2)
-        stdin = stdout.channel
-        stdin.sendall(PROBE.encode())
-        stdin.shutdown_write()
+        _, stdout, _ = client.exec_command(PROBE, timeout=timeout * 2)
         output = stdout.read().decode(errors="replace")
     finally:
         client.close()
@@ -172,6 +207,9 @@ def run(spec: ClusterSpec, nodes: list[Node] | None = None, timeout: float = 8.0
     targets = nodes if nodes is not None else spec.nodes
     key = Path(spec.ssh.private_key).expanduser()
     if not key.is_file():
-        return [HostReport(n.name, n.address, [Check("ssh key", False, f"ssh.private_key: {key} does not exist")]) for n in targets]
+        return [
+            HostReport(n.name, n.address, [Check("ssh key", False, f"ssh.private_key: {key} does not exist")])
+            for n in targets
+        ]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
         return list(pool.map(lambda n: check_host(n, spec, timeout), targets))

@@ -135,7 +135,7 @@ def run_playbook(
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     failures: list[Failure] = []
-    log = open(log_path, "a") if log_path else None  # noqa: SIM115 (closed below)
+    log = open(log_path, "a") if log_path else None
 
     def handler(event: dict[str, Any]) -> bool:
         if log and event.get("stdout"):

@@ -265,9 +265,7 @@ def check(spec: ClusterSpec) -> list[str]:
             if not isinstance(ip, ipaddress.IPv4Address):
                 p.append(f"{f}.address: only IPv4 node addresses are supported so far")
             elif node.address in addresses:
-                p.append(
-                    f"{f}.address: {node.address} is already used by nodes[{addresses[node.address]}]"
-                )
+                p.append(f"{f}.address: {node.address} is already used by nodes[{addresses[node.address]}]")
             else:
                 addresses[node.address] = i
                 node_ips.append((i, ip))
@@ -289,7 +287,7 @@ def check(spec: ClusterSpec) -> list[str]:
     n_etcd = len(spec.etcd_members)
     if spec.nodes and n_etcd == 0:
         p.append("nodes: no node has the role etcd; give it to 1, 3 or 5 nodes")
-    elif n_etcd and n_etcd % 2 == 0 or n_etcd > 7:
+    elif (n_etcd and n_etcd % 2 == 0) or n_etcd > 7:
         p.append(f"nodes: {n_etcd} etcd members; use an odd count (1, 3, 5 or 7) to keep quorum")
 
     net = spec.network
@@ -297,8 +295,7 @@ def check(spec: ClusterSpec) -> list[str]:
     services = _net("network.service_subnet", net.service_subnet, p)
     if pods and services and pods.overlaps(services):
         p.append(
-            f"network.service_subnet: {services} overlaps network.pod_subnet {pods}; "
-            "choose ranges that do not overlap"
+            f"network.service_subnet: {services} overlaps network.pod_subnet {pods}; choose ranges that do not overlap"
         )
     for field, cidr in (("network.pod_subnet", pods), ("network.service_subnet", services)):
         if cidr is None:
@@ -309,8 +306,7 @@ def check(spec: ClusterSpec) -> list[str]:
     if pods:
         if not pods.prefixlen <= net.node_prefix <= 30:
             p.append(
-                f"network.node_prefix: {net.node_prefix} must be between the pod_subnet prefix "
-                f"/{pods.prefixlen} and 30"
+                f"network.node_prefix: {net.node_prefix} must be between the pod_subnet prefix /{pods.prefixlen} and 30"
             )
         else:
             blocks = 2 ** (net.node_prefix - pods.prefixlen)

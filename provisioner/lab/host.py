@@ -1,0 +1,58 @@
+"""Facts about the lab host, and the commands the lab needs on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+CACHE_ROOT = Path(os.environ.get("PROVISIONER_CACHE", "/var/cache/provisioner"))
+LAB_ROOT = Path(os.environ.get("PROVISIONER_LAB_ROOT", "/var/lib/provisioner/lab"))
+
+# executable -> the Debian package that has it
+REQUIRED = {
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "ip": "iproute2",
+}
+
+
+class LabError(Exception):
+    """Something on the lab host is missing or wrong; the message says what to do."""
+
+
+def require_host() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (it creates a bridge and machine containers); run it with sudo")
+    missing = sorted({pkg for exe, pkg in REQUIRED.items() if shutil.which(exe) is None})
+    if missing:
+        raise LabError(f"missing host packages; install them with: apt-get install -y {' '.join(missing)}")
+
+
+def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a host command (never on a node); raise LabError with its stderr on failure."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if check and proc.returncode != 0:
+        raise LabError(f"`{' '.join(cmd)}` failed: {(proc.stderr or proc.stdout).strip()[:400]}")
+    return proc
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this host's apt uses, so that the lab needs no mirror of its own."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in candidates:
+        if not path.is_file() or path.suffix not in (".list", ".sources", ""):
+            continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            m = re.match(r"^URIs:\s*(\S+)", line) or re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)", line)
+            if m and not m.group(1).rstrip("/").endswith("-security"):
+                return m.group(1).rstrip("/") + "/"
+    raise LabError("cannot find a Debian mirror in /etc/apt/sources.list*; set PROVISIONER_DEBIAN_MIRROR")
+
+
+def mirror_url() -> str:
+    return os.environ.get("PROVISIONER_DEBIAN_MIRROR") or debian_mirror()

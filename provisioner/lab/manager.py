@@ -1,0 +1,269 @@
+"""The local lab: N machine-container nodes on a private bridge, driven by one state file.
+
+``lab up`` is idempotent (running nodes are kept, missing ones are added); ``lab down``
+removes the nodes, the bridge and the host services, and leaves nothing of the lab.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provisioner.lab import base_image, nspawn, services
+from provisioner.lab.host import CACHE_ROOT, LAB_ROOT, LabError, require_host
+from provisioner.state import ClusterDir
+
+DEFAULT_SUBNET = "192.168.250.0/24"
+DEFAULT_MIRROR = CACHE_ROOT / "mirror"
+
+
+@dataclass
+class LabNode:
+    name: str
+    ip: str
+    roles: list[str]
+
+
+@dataclass
+class LabState:
+    name: str
+    subnet: str
+    bridge: str
+    nodes: list[LabNode] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState | None:
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(data["name"], data["subnet"], data["bridge"], [LabNode(**n) for n in data["nodes"]])
+
+    def save(self, path: Path) -> None:
+        path.write_text(
+            json.dumps(
+                {
+                    "name": self.name,
+                    "subnet": self.subnet,
+                    "bridge": self.bridge,
+                    "nodes": [vars(n) for n in self.nodes],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+def node_layout(count: int, control_planes: int) -> list[tuple[str, list[str]]]:
+    """Names and roles: cp1..cpM (etcd on an odd number of them), then w1..."""
+    if control_planes < 1 or control_planes > count:
+        raise LabError(f"--control-planes must be between 1 and --nodes ({count})")
+    etcd = control_planes if control_planes % 2 else control_planes - 1
+    out = []
+    for i in range(1, control_planes + 1):
+        out.append((f"cp{i}", (["etcd"] if i <= etcd else []) + ["control-plane"]))
+    for i in range(1, count - control_planes + 1):
+        out.append((f"w{i}", ["worker"]))
+    return out
+
+
+def node_host_number(name: str) -> int:
+    """cpK -> .10+K, wK -> .20+K (then .120+K beyond 99 workers is not needed in a lab)."""
+    if name.startswith("cp"):
+        return 10 + int(name[2:])
+    return 20 + int(name[1:])
+
+
+Say = Callable[[str], None]
+
+
+class Lab:
+    def __init__(self, name: str = "lab", state_parent: Path | None = None, root: Path = LAB_ROOT):
+        self.name = name
+        self.cluster = ClusterDir.for_cluster(name, state_parent)
+        self.dir = self.cluster.root / "lab"
+        self.root = root / name
+        self.state_file = self.dir / "lab.json"
+
+    @property
+    def key(self) -> Path:
+        return self.cluster.root / "ssh" / "id_ed25519"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.cluster.root / "cluster.yaml"
+
+    def state(self) -> LabState | None:
+        return LabState.load(self.state_file)
+
+    def _ensure_key(self) -> str:
+        pub = self.key.with_suffix(".pub")
+        if not self.key.exists():
+            self.key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            k = Ed25519PrivateKey.generate()
+            self.key.write_bytes(
+                k.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+                )
+            )
+            self.key.chmod(0o600)
+            pub.write_bytes(
+                k.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+                + b" provisioner-lab\n"
+            )
+        return pub.read_text()
+
+    def _node_spec(self, st: LabState, node: LabNode, proxy: str, pub: str) -> nspawn.NodeSpec:
+        net = ipaddress.ip_network(st.subnet)
+        return nspawn.NodeSpec(
+            lab=self.name,
+            name=node.name,
+            address=f"{node.ip}/{net.prefixlen}",
+            gateway=str(net[-2]),
+            bridge=st.bridge,
+            proxy=proxy,
+            rootfs=self.root / node.name,
+            public_key=pub,
+        )
+
+    def _proxy_url(self, st: LabState) -> str:
+        net = ipaddress.ip_network(st.subnet)
+        return f"http://{net[1]}:{services.APT_PROXY_PORT}"
+
+    def up(
+        self,
+        nodes: int = 3,
+        control_planes: int = 1,
+        subnet: str | None = None,
+        mirror_dir: Path = DEFAULT_MIRROR,
+        say: Say = print,
+    ) -> dict[str, float]:
+        require_host()
+        timings: dict[str, float] = {}
+        self.cluster.ensure()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        st = self.state()
+        if st and subnet and subnet != st.subnet:
+            raise LabError(f"--subnet: lab {self.name} already uses {st.subnet}; run `lab down` first to change it")
+        net = ipaddress.ip_network(subnet or (st.subnet if st else DEFAULT_SUBNET))
+        if not isinstance(net, ipaddress.IPv4Network) or net.num_addresses < 16 + nodes:
+            raise LabError(f"--subnet: {net} is too small for {nodes} nodes; use a /24")
+        if st is None:
+            st = LabState(self.name, str(net), f"pvl-{self.name}"[:15])
+        have = {n.name for n in st.nodes}
+        for name, roles in node_layout(nodes, control_planes):
+            if name not in have:
+                st.nodes.append(LabNode(name, str(net[node_host_number(name)]), roles))
+        st.save(self.state_file)
+
+        t = time.monotonic()
+        say(
+            "base image: building with debootstrap (once) ..."
+            if not (base_image.image_dir() / ".complete").exists()
+            else "base image: cached"
+        )
+        base, built = base_image.ensure(log=self.dir / "debootstrap.log")
+        timings["base_image_s"] = built
+        t = time.monotonic()
+        host_ip = services.bridge_up(st.bridge, net)
+        proxy = services.apt_proxy_up(self.dir, host_ip)
+        files_repo = services.mirror_up(self.dir, host_ip, mirror_dir)
+        pub = self._ensure_key()
+        specs = [self._node_spec(st, n, proxy, pub) for n in st.nodes]
+        to_boot = [s for s in specs if nspawn.pid_of(s, self.dir) is None]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda s: nspawn.make_rootfs(s, base), to_boot))
+        for s in to_boot:
+            nspawn.boot(s, self.dir)
+        say(f"nodes: {len(to_boot)} booting, {len(specs) - len(to_boot)} already running")
+        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+            list(pool.map(lambda s: nspawn.wait_ssh(s.ip), specs))
+        timings["nodes_up_s"] = time.monotonic() - t
+        self.write_cluster_file(st, files_repo or f"http://{host_ip}:{services.MIRROR_PORT}")
+        return timings
+
+    def write_cluster_file(self, st: LabState, files_repo: str) -> None:
+        spec = {
+            "name": self.name,
+            "kubernetes": {"proxy_mode": "iptables"},
+            "network": {
+                "pod_subnet": "10.233.64.0/18",
+                "service_subnet": "10.233.0.0/18",
+                "node_prefix": 24,
+                "encapsulation": "none",
+                "nat_outgoing": True,
+                "route_reflectors": [],
+            },
+            "artifacts": {"files_repo": files_repo},
+            # The lab host drops CAP_SYS_RESOURCE; containerd must not ask for it (LAB.md).
+            "runtime": {"restrict_oom_score_adj": True},
+            "ssh": {"user": "root", "private_key": str(self.key)},
+            "nodes": [{"name": n.name, "address": n.ip, "roles": n.roles} for n in st.nodes],
+        }
+        header = f"# Cluster file for the local lab `{self.name}`, written by `provisioner lab up`.\n"
+        self.cluster_file.write_text(header + yaml.safe_dump(spec, sort_keys=False))
+
+    def _find(self, name: str) -> tuple[LabState, LabNode]:
+        st = self.state()
+        if st is None:
+            raise LabError(f"there is no lab named {self.name}; run `provisioner lab up` first")
+        for n in st.nodes:
+            if n.name == name:
+                return st, n
+        raise LabError(f"lab {self.name} has no node {name}; it has {', '.join(n.name for n in st.nodes)}")
+
+    def stop_node(self, name: str) -> None:
+        require_host()
+        st, node = self._find(name)
+        nspawn.stop(self._node_spec(st, node, self._proxy_url(st), ""), self.dir)
+
+    def start_node(self, name: str) -> None:
+        require_host()
+        st, node = self._find(name)
+        spec = self._node_spec(st, node, self._proxy_url(st), "")
+        if nspawn.pid_of(spec, self.dir) is None:
+            nspawn.boot(spec, self.dir)
+        nspawn.wait_ssh(spec.ip)
+
+    def status(self) -> list[dict[str, str]]:
+        st = self.state()
+        if st is None:
+            return []
+        rows = []
+        for n in st.nodes:
+            spec = self._node_spec(st, n, "", "")
+            pid = nspawn.pid_of(spec, self.dir)
+            rows.append(
+                {
+                    "node": n.name,
+                    "address": n.ip,
+                    "roles": ",".join(n.roles),
+                    "state": "running" if pid else "stopped",
+                    "pid": str(pid or "-"),
+                }
+            )
+        return rows
+
+    def down(self, say: Say = print) -> None:
+        require_host()
+        st = self.state()
+        if st is not None:
+            specs = [self._node_spec(st, n, "", "") for n in st.nodes]
+            with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+                list(pool.map(lambda s: nspawn.stop(s, self.dir), specs))
+            say(f"nodes: {len(specs)} stopped")
+            services.bridge_down(st.bridge)
+        services.mirror_down(self.dir)
+        services.apt_proxy_down(self.dir)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.cluster_file.unlink(missing_ok=True)

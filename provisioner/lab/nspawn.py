@@ -1,0 +1,292 @@
+"""One lab node: a systemd-nspawn machine container with its own systemd, sshd, network
+namespace and root filesystem, on the lab bridge.
+
+The root filesystem is a full copy of the base image (``cp -a --reflink=auto``): a
+reflink where the filesystem has them, a plain copy (1-5 s) elsewhere. An overlay would
+be faster to make, but containerd's overlayfs snapshotter cannot stack on an overlayfs
+root, and the nodes must run containerd.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provisioner.lab.host import LabError, run
+
+# Only the machine-container needs these; a VM has them by nature (see LAB.md).
+NODE_PREP_UNIT = """\
+[Unit]
+Description=Lab: writable cgroup controllers and private copies of host-global sysctls
+DefaultDependencies=no
+Before=sysinit.target
+ConditionVirtualization=container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/lab-node-prep
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+NODE_PREP_SCRIPT = """\
+#!/bin/sh
+# The lab runs nodes as machine containers. Their cgroup controllers are mounted
+# read-only and some sysctls are global to the host kernel: remount the first writable
+# and give the node private files for the second, so that the kubelet may write them
+# without touching the host.
+for c in /sys/fs/cgroup/*/; do
+  c=${c%/}
+  case "$(stat -fc %T "$c")" in cgroupfs) mount -o remount,bind,rw "$c" || true ;; esac
+done
+mkdir -p /run/lab-sysctl
+for s in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops \\
+         kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
+  [ -e /proc/sys/$s ] || continue
+  f=/run/lab-sysctl/$(echo $s | tr / .)
+  cat /proc/sys/$s > "$f"
+  mount --bind "$f" /proc/sys/$s || true
+done
+"""
+
+SYSTEM_CONF = "[Manager]\nDefaultTimeoutStopSec=15s\n"
+
+
+def _machine_container_files(r: Path) -> None:
+    """What makes a machine container behave like a VM for Kubernetes (LAB.md)."""
+    (r / "etc/systemd/system.conf.d").mkdir(parents=True, exist_ok=True)
+    (r / "etc/systemd/system.conf.d/10-lab-stop.conf").write_text(SYSTEM_CONF)
+    script = r / "usr/local/sbin/lab-node-prep"
+    script.write_text(NODE_PREP_SCRIPT)
+    script.chmod(0o755)
+    units = r / "etc/systemd/system"
+    (units / "lab-node-prep.service").write_text(NODE_PREP_UNIT)
+    for link, target in (
+        (units / "sysinit.target.wants/lab-node-prep.service", "/etc/systemd/system/lab-node-prep.service"),
+        (units / "multi-user.target.wants/systemd-networkd.service", "/lib/systemd/system/systemd-networkd.service"),
+    ):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(target)
+
+
+NSPAWN_ENV = {
+    "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "0",
+    "SYSTEMD_NSPAWN_USE_CGNS": "1",
+    "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network",
+}
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    lab: str
+    name: str
+    address: str  # with prefix, e.g. 192.168.250.11/24
+    gateway: str
+    bridge: str
+    proxy: str  # apt proxy URL
+    rootfs: Path
+    public_key: str
+
+    @property
+    def machine(self) -> str:
+        return f"{self.lab}-{self.name}"
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+
+def make_rootfs(node: NodeSpec, base: Path) -> None:
+    """Copy the base image and write the node's identity (hostname, address, keys, proxy)."""
+    if node.rootfs.exists():
+        return
+    tmp = node.rootfs.with_name(node.rootfs.name + ".partial")
+    run(["rm", "-rf", str(tmp)])
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-a", "--reflink=auto", str(base), str(tmp)])
+    r = tmp
+    (r / ".complete").unlink(missing_ok=True)
+    _machine_container_files(r)
+    (r / "etc/hostname").write_text(node.name + "\n")
+    (r / "etc/hosts").write_text(f"127.0.0.1 localhost\n{node.ip} {node.name}\n")
+    (r / "etc/machine-id").write_text(secrets.token_hex(16) + "\n")
+    (r / "etc/systemd/network/10-host0.network").write_text(
+        "[Match]\nName=host0\n\n[Network]\n"
+        f"Address={node.address}\nGateway={node.gateway}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    (r / "etc/apt/apt.conf.d/01proxy").write_text(f'Acquire::http::Proxy "{node.proxy}";\n')
+    ssh = r / "root/.ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text(node.public_key.strip() + "\n")
+    os.chmod(ssh / "authorized_keys", 0o600)
+    key = Ed25519PrivateKey.generate()
+    host_key = r / "etc/ssh/ssh_host_ed25519_key"
+    host_key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
+    os.chmod(host_key, 0o600)
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    (r / "etc/ssh/ssh_host_ed25519_key.pub").write_bytes(pub + f" root@{node.name}\n".encode())
+    tmp.rename(node.rootfs)
+
+
+def _controllers() -> list[Path]:
+    return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and (p / "cgroup.procs").exists()]
+
+
+def _own_cgroup(controller: str) -> str:
+    """The cgroup path this process is in for a v1 controller (e.g. memory:/a/b)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            return path
+    return "/"
+
+
+def node_cgroups(node: NodeSpec) -> list[Path]:
+    """Per-node cgroups in every v1 controller, so that kubelets do not share /kubepods."""
+    out = []
+    for ctrl in _controllers():
+        name = ctrl.name.replace("name=", "")
+        base = ctrl / _own_cgroup(name if name != "systemd" else "name=systemd").lstrip("/")
+        out.append(base / "provisioner-lab" / node.lab / node.name)
+    return out
+
+
+def _prepare_cgroups(node: NodeSpec) -> list[Path]:
+    paths = node_cgroups(node)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / "cpuset.cpus").exists():
+            # cpuset children start empty: copy each level down from its parent.
+            levels = [p for p in (path, *path.parents) if len(p.parts) > len(CGROUP_ROOT.parts) + 1]
+            for level in reversed(levels):
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if not (level / f).read_text().strip():
+                        (level / f).write_text((level.parent / f).read_text())
+    return paths
+
+
+def _remove_cgroups(node: NodeSpec) -> None:
+    for path in node_cgroups(node):
+        if not path.exists():
+            continue
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def boot(node: NodeSpec, state_dir: Path) -> int:
+    """Start the node in the background; return the nspawn PID."""
+    paths = _prepare_cgroups(node)
+    console = state_dir / f"{node.name}.console.log"
+    procs = " ".join(str(p / "cgroup.procs") for p in paths)
+    cmd = [
+        "systemd-nspawn",
+        "--register=no",
+        "--keep-unit",
+        "-D",
+        str(node.rootfs),
+        "-M",
+        node.machine,
+        "--boot",
+        f"--network-bridge={node.bridge}",
+        "--capability=all",
+        "--private-users=no",
+        "--bind=/dev/kmsg",
+        "--system-call-filter=@keyring",
+        "--console=read-only",
+    ]
+    # Join the node's cgroups first, then become nspawn: its container inherits them.
+    script = f'for f in {procs}; do echo $$ > "$f"; done; exec "$@"'
+    with open(console, "ab") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", script, "lab-node", *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **NSPAWN_ENV},
+            start_new_session=True,
+        )
+    (state_dir / f"{node.name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def pid_of(node: NodeSpec, state_dir: Path) -> int | None:
+    pidfile = state_dir / f"{node.name}.pid"
+    if not pidfile.exists():
+        return None
+    pid = int(pidfile.read_text().strip() or 0)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"systemd-nspawn" in cmdline and node.machine.encode() in cmdline else None
+
+
+def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
+    """Orderly shutdown (nspawn turns SIGTERM into a poweroff of the node), then SIGKILL."""
+    pid = pid_of(node, state_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_of(node, state_dir) is not None:
+            time.sleep(0.2)
+        if pid_of(node, state_dir) is not None:
+            os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        _reap(pid)
+    # Processes left in the node's cgroups (pods) go with it.
+    for path in node_cgroups(node):
+        for procs in path.rglob("cgroup.procs") if path.exists() else ():
+            for p in procs.read_text().split():
+                try:
+                    os.kill(int(p), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    time.sleep(0.2)
+    _remove_cgroups(node)
+    (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_ssh(address: str, port: int = 22, timeout: float = 60.0) -> float:
+    """Wait until sshd answers with its banner; return the seconds waited."""
+    import socket
+
+    started = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=2) as s:
+                s.settimeout(2)
+                if s.recv(4).startswith(b"SSH-"):
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        if time.monotonic() - started > timeout:
+            raise LabError(f"{address}: sshd did not answer within {timeout:.0f}s; see the node's console log")
+        time.sleep(0.3)

@@ -1,0 +1,141 @@
+"""Host-side services of a lab: the bridge, the apt proxy and the artifact server.
+
+Each is started in the background with its PID recorded in the lab directory, and each
+has a matching teardown, so that `lab down` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from provisioner.lab.host import CACHE_ROOT, LabError, mirror_url, run
+
+APT_PROXY_PORT = 3142
+MIRROR_PORT = 8088
+
+
+def bridge_up(name: str, subnet: ipaddress.IPv4Network) -> str:
+    """Create the bridge with the host's address (.1); return that address."""
+    host_ip = f"{subnet[1]}/{subnet.prefixlen}"
+    if run(["ip", "link", "show", name], check=False).returncode != 0:
+        run(["ip", "link", "add", name, "type", "bridge"])
+    addrs = run(["ip", "-o", "-4", "addr", "show", "dev", name]).stdout
+    if host_ip not in addrs:
+        run(["ip", "addr", "add", host_ip, "dev", name])
+    run(["ip", "link", "set", name, "up"])
+    return str(subnet[1])
+
+
+def bridge_down(name: str) -> None:
+    if run(["ip", "link", "show", name], check=False).returncode == 0:
+        run(["ip", "link", "delete", name])
+
+
+def bridge_exists(name: str) -> bool:
+    return run(["ip", "link", "show", name], check=False).returncode == 0
+
+
+def _alive(pidfile: Path, needle: str) -> int | None:
+    if not pidfile.exists():
+        return None
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if needle.encode() in cmdline else None
+
+
+def _start(cmd: list[str], pidfile: Path, logfile: Path, needle: str) -> int:
+    pid = _alive(pidfile, needle)
+    if pid:
+        return pid
+    with open(logfile, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _stop(pidfile: Path, needle: str) -> None:
+    pid = _alive(pidfile, needle)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not _alive(pidfile, needle):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def _wait_port(address: str, port: int, what: str, timeout: float = 15.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise LabError(f"{what} did not start listening on {address}:{port}")
+
+
+def apt_proxy_up(state: Path, address: str) -> str:
+    """apt-cacher-ng on the bridge address, forwarding to the host's Debian mirror."""
+    conf = state / "apt-proxy"
+    (conf / "log").mkdir(parents=True, exist_ok=True)
+    cache = CACHE_ROOT / "apt-cacher-ng"
+    cache.mkdir(parents=True, exist_ok=True)
+    (conf / "backends_debian").write_text(mirror_url() + "\n")
+    (conf / "acng.conf").write_text(
+        f"CacheDir: {cache}\nLogDir: {conf / 'log'}\nSupportDir: /usr/lib/apt-cacher-ng\n"
+        f"Port: {APT_PROXY_PORT}\nBindAddress: {address}\n"
+        "Remap-debrep: file:deb_mirror*.gz /debian ; file:backends_debian\n"
+        "ReportPage: acng-report.html\nExThreshold: 4\nForeGround: 1\n"
+    )
+    _start(["apt-cacher-ng", "-c", str(conf)], state / "apt-proxy.pid", state / "apt-proxy.log", "apt-cacher-ng")
+    _wait_port(address, APT_PROXY_PORT, "the apt proxy (apt-cacher-ng)")
+    return f"http://{address}:{APT_PROXY_PORT}"
+
+
+def apt_proxy_down(state: Path) -> None:
+    _stop(state / "apt-proxy.pid", "apt-cacher-ng")
+
+
+def mirror_up(state: Path, address: str, directory: Path) -> str | None:
+    """Serve the artifact mirror on the bridge, if one has been built."""
+    if not (directory / "manifest.json").exists():
+        return None
+    cmd = [
+        sys.executable,
+        "-m",
+        "provisioner.mirror.serve",
+        "--address",
+        f"{address}:{MIRROR_PORT}",
+        "--dir",
+        str(directory),
+    ]
+    _start(cmd, state / "mirror.pid", state / "mirror.log", "provisioner.mirror.serve")
+    _wait_port(address, MIRROR_PORT, "the artifact mirror")
+    return f"http://{address}:{MIRROR_PORT}"
+
+
+def mirror_down(state: Path) -> None:
+    _stop(state / "mirror.pid", "provisioner.mirror.serve")
+
+
+def services_alive(state: Path) -> dict[str, bool]:
+    return {
+        "apt-proxy": _alive(state / "apt-proxy.pid", "apt-cacher-ng") is not None,
+        "mirror": _alive(state / "mirror.pid", "provisioner.mirror.serve") is not None,
+    }
