@@ -12,14 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from provisioner import __version__
+from provisioner import __version__, apply
 from provisioner import inventory as inv
 from provisioner import plan as plan_mod
 from provisioner import preflight as pre
+from provisioner.artifacts import ArtifactError
 from provisioner.lab.host import LabError
 from provisioner.lab.manager import DEFAULT_MIRROR, Lab
+from provisioner.runner import PlaybookFailed, RunResult
 from provisioner.spec import ClusterSpec, SpecError, load
 from provisioner.state import ClusterDir
+from provisioner.versions import SUPPORTED_KUBERNETES
 
 app = typer.Typer(help="Declarative Kubernetes clusters on plain Linux machines.", no_args_is_help=True)
 cluster_app = typer.Typer(help="Plan, check and operate a cluster from its cluster file.", no_args_is_help=True)
@@ -28,6 +31,8 @@ app.add_typer(cluster_app, name="cluster")
 lab_app = typer.Typer(help="The local lab: machine-container nodes on a private bridge.", no_args_is_help=True)
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(lab_app, name="lab")
+mirror_app = typer.Typer(help="The offline artifact mirror (files_repo).", no_args_is_help=True)
+app.add_typer(mirror_app, name="mirror")
 
 out = Console()
 err = Console(stderr=True)
@@ -154,6 +159,94 @@ def cluster_preflight(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = 
     run_preflight(load_spec(file), output)
 
 
+# -- create ----------------------------------------------------------------------------------
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would run; change nothing.")]
+
+
+def stats_table(results: list[RunResult]) -> Table:
+    table = Table(title="tasks per host", title_justify="left")
+    for col in ("playbook", "host", "ok", "changed", "skipped", "failed", "seconds"):
+        table.add_column(col, justify="left" if col in ("playbook", "host") else "right")
+    for r in results:
+        for host, s in sorted(r.stats.items()):
+            table.add_row(
+                r.playbook,
+                host,
+                str(s.ok),
+                str(s.changed),
+                str(s.skipped),
+                str(s.failed + s.unreachable),
+                f"{r.elapsed:.0f}",
+            )
+    return table
+
+
+def run_phases(
+    command: str,
+    spec: ClusterSpec,
+    phases: list,
+    state_dir: Path | None,
+    quiet: bool,
+    output: Output,
+    dry_run: bool = False,
+    **ctx_args: Any,
+) -> apply.Context:
+    ctx = apply.Context(
+        spec=spec,
+        cdir=cluster_dir(spec, state_dir),
+        command=command,
+        quiet=quiet or output is Output.json,
+        say=lambda m: err.print(m),
+        **ctx_args,
+    )
+    try:
+        done = apply.execute(phases, ctx, dry_run=dry_run)
+    except pre.PreflightFailed as exc:
+        if output is not Output.json:
+            err.print(preflight_table(exc.reports))
+        fail(str(exc).splitlines())
+    except (PlaybookFailed, ArtifactError, inv.BlockError) as exc:
+        if output is Output.json:
+            emit_json({"ok": False, "error": str(exc), "results": [r.as_dict() for r in ctx.results]})
+        fail(str(exc).splitlines())
+    if dry_run:
+        for line in done:
+            out.print(line)
+        return ctx
+    if output is Output.json:
+        emit_json(
+            {
+                "ok": True,
+                "phases": done,
+                "results": [r.as_dict() for r in ctx.results],
+                "kubeconfig": str(ctx.cdir.kubeconfig),
+            }
+        )
+    elif not quiet:
+        err.print(stats_table(ctx.results))
+        err.print(f"full log: {ctx.log}")
+    return ctx
+
+
+@cluster_app.command("create")
+def cluster_create(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+    dry_run: DryRun = False,
+) -> None:
+    """Create (or converge) the cluster: preflight, certificates, then the playbook."""
+    spec = load_spec(file)
+    ctx = run_phases("create", spec, apply.create_phases(), state_dir, quiet, output, dry_run)
+    if not dry_run and output is Output.table:
+        changed = sum(r.changed for r in ctx.results)
+        out.print(f"cluster {spec.name} is up ({changed} changed tasks). Use it with:")
+        out.print(f"  kubectl --kubeconfig {ctx.cdir.kubeconfig} get nodes")
+
+
 # -- inventory ---------------------------------------------------------------------------
 
 
@@ -255,6 +348,55 @@ def lab_start(node: str, name: LabName = "lab", state_dir: StateOpt = None) -> N
     except LabError as exc:
         fail(str(exc))
     out.print(f"{node} started")
+
+
+# -- mirror --------------------------------------------------------------------------------
+
+MirrorDir = Annotated[Path, typer.Option("--dir", help="The mirror directory.")]
+
+
+@mirror_app.command("build")
+def mirror_build(
+    kubernetes: Annotated[
+        str, typer.Option("--kubernetes", help="Comma-separated Kubernetes versions (default: every supported one).")
+    ] = ",".join(SUPPORTED_KUBERNETES),
+    directory: MirrorDir = DEFAULT_MIRROR,
+) -> None:
+    """Build (or bring up to date) every artifact a cluster needs, and the manifest."""
+    from provisioner.mirror.build import Builder, MirrorBuildError
+
+    builder = Builder(mirror=directory, say=lambda m: err.print(m))
+    try:
+        manifest = builder.build([v.strip() for v in kubernetes.split(",") if v.strip()])
+    except MirrorBuildError as exc:
+        fail(str(exc).splitlines())
+    for key, seconds in builder.timings.items():
+        err.print(f"  {key:<22} {seconds:7.1f}s")
+    out.print(f"mirror {directory}: {len(manifest.artifacts)} artifacts")
+
+
+@mirror_app.command("verify")
+def mirror_verify(directory: MirrorDir = DEFAULT_MIRROR) -> None:
+    """Re-check the size and sha256 of every file in the manifest."""
+    from provisioner.mirror.manifest import VerifyError, verify
+
+    try:
+        count = verify(directory)
+    except VerifyError as exc:
+        fail(str(exc).splitlines())
+    out.print(f"mirror {directory}: {count} artifacts verified")
+
+
+@mirror_app.command("serve")
+def mirror_serve(
+    address: Annotated[str, typer.Option("--address", help="ADDR:PORT to listen on.")] = "127.0.0.1:8088",
+    directory: MirrorDir = DEFAULT_MIRROR,
+) -> None:
+    """Serve the mirror over HTTP (foreground; Ctrl-C stops it)."""
+    from provisioner.mirror.serve import serve
+
+    err.print(f"serving {directory} on http://{address}/")
+    serve(address, directory)
 
 
 def main() -> None:

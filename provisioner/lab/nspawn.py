@@ -180,18 +180,16 @@ def _prepare_cgroups(node: NodeSpec) -> list[Path]:
 
 
 def _remove_cgroups(node: NodeSpec) -> None:
+    """Remove the node's cgroups (deepest first), then the lab's and our parent if empty."""
     for path in node_cgroups(node):
         if not path.exists():
             continue
-        for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        subs = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        for sub in [*subs, path, path.parent, path.parent.parent]:
             try:
                 sub.rmdir()
             except OSError:
                 pass
-        try:
-            path.rmdir()
-        except OSError:
-            pass
 
 
 def boot(node: NodeSpec, state_dir: Path) -> int:

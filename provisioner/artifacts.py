@@ -1,0 +1,111 @@
+"""Choose, from the mirror's manifest, the files each group of nodes downloads.
+
+The result is the ``download_artifacts`` variable of the download role:
+group -> [{name, component, version, url, sha256, dir, file, link, kind, image}].
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import PurePosixPath
+from typing import Any
+
+from provisioner.mirror.manifest import Artifact, Manifest
+from provisioner.versions import Release
+
+
+class ArtifactError(Exception):
+    pass
+
+
+# group -> (manifest name, version key of the release or the component's only version)
+NEEDS: dict[str, list[tuple[str, str]]] = {
+    "k8s_cluster": [
+        ("kubelet", "kubernetes"),
+        ("kube-proxy", "kubernetes"),
+        ("kubectl", "kubernetes"),
+        ("containerd", "*"),
+        ("containerd-shim-runc-v2", "*"),
+        ("ctr", "*"),
+        ("runc", "*"),
+        ("cni-bridge", "*"),
+        ("cni-host-local", "*"),
+        ("cni-loopback", "*"),
+        ("cni-portmap", "*"),
+        ("image-pause", "pause"),
+        ("image-coredns", "coredns"),
+        ("image-busybox", "*"),
+    ],
+    "kube_control_plane": [
+        ("kube-apiserver", "kubernetes"),
+        ("kube-controller-manager", "kubernetes"),
+        ("kube-scheduler", "kubernetes"),
+    ],
+    "etcd": [("etcd", "etcd"), ("etcdctl", "etcd"), ("etcdutl", "etcd")],
+}
+
+
+def fetch_manifest(files_repo: str, timeout: float = 10.0) -> Manifest:
+    url = f"{files_repo.rstrip('/')}/manifest.json"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return Manifest.from_json(resp.read().decode())
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"artifacts.files_repo: cannot read {url} ({exc}); build and serve the mirror "
+            "(`provisioner mirror build`, `provisioner lab up` serves it) or fix the URL"
+        ) from None
+
+
+def _link(a: Artifact) -> str | None:
+    if a.kind == "image":
+        return None
+    if a.component == "cni-plugins":
+        return f"/opt/cni/bin/{a.name.removeprefix('cni-')}"
+    return f"/usr/local/bin/{a.name}"
+
+
+def _pick(manifest: Manifest, name: str, want: str | None) -> Artifact:
+    """The entry for ``want``, or the newest version when the release does not pin one."""
+    if want is None:
+        versions = manifest.versions(name)
+        if not versions:
+            raise ArtifactError(f"the mirror has no {name}; run `provisioner mirror build`")
+        want = versions[-1]
+    try:
+        return manifest.find(name, want)
+    except KeyError:
+        raise ArtifactError(f"the mirror has no {name} {want}; run `provisioner mirror build` for it") from None
+
+
+def downloads(manifest: Manifest, release: Release, files_repo: str) -> dict[str, list[dict[str, Any]]]:
+    wanted = {
+        "kubernetes": release.kubernetes,
+        "etcd": release.etcd,
+        "coredns": release.coredns,
+        "pause": release.pause,
+        "*": None,
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    for group, needs in NEEDS.items():
+        items = []
+        for name, key in needs:
+            a = _pick(manifest, name, wanted[key])
+            path = PurePosixPath(a.path)
+            items.append(
+                {
+                    "name": a.name,
+                    "component": a.component,
+                    "version": a.version,
+                    "kind": a.kind,
+                    "url": a.location(files_repo),
+                    "sha256": a.sha256,
+                    "file": path.name,
+                    "dir": f"{a.component}/{a.version}",
+                    "link": _link(a),
+                    "image": a.image,
+                }
+            )
+        out[group] = items
+    return out

@@ -1,0 +1,319 @@
+"""The cluster's PKI, made on the controller (cryptography) in the cluster directory.
+
+Where the keys live, and why:
+- ``pki/ca.key`` (Kubernetes CA): in the cluster directory (0600, dir 0700), and on the
+  control planes, where kube-controller-manager signs CSRs with it (as kubeadm does).
+- ``pki/etcd/ca.key`` and ``pki/front-proxy-ca.key``: only in the cluster directory. No
+  node needs them, so no node has them; new member certs are signed on the controller.
+- Every component certificate is issued here and copied to the node that uses it.
+
+Everything is created once: an existing file is never regenerated. A certificate is
+issued again only when it is missing, or when ``renew`` is asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioner.spec import ClusterSpec
+
+CA_DAYS = 3650
+CERT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class CertRequest:
+    path: str  # relative to pki/, without extension
+    cn: str
+    ca: str  # ca, etcd/ca, front-proxy-ca
+    org: str | None = None
+    server: bool = False
+    client: bool = False
+    sans: tuple[str, ...] = ()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Pki:
+    def __init__(self, root: Path):
+        self.root = root
+
+    # -- files ------------------------------------------------------------------------------
+    def _load_ca(self, ca: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        cert = x509.load_pem_x509_certificate((self.root / f"{ca}.crt").read_bytes())
+        key = serialization.load_pem_private_key((self.root / f"{ca}.key").read_bytes(), None)
+        return cert, key  # type: ignore[return-value]
+
+    def ensure_ca(self, ca: str, cn: str) -> bool:
+        crt, keyf = self.root / f"{ca}.crt", self.root / f"{ca}.key"
+        if crt.exists() and keyf.exists():
+            return False
+        if crt.exists() or keyf.exists():
+            raise RuntimeError(f"{crt} or {keyf} is missing while the other exists; restore it from a backup")
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(_name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, True, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(keyf, _key_pem(key))
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return True
+
+    def issue(self, req: CertRequest, force: bool = False) -> bool:
+        crt, keyf = self.root / f"{req.path}.crt", self.root / f"{req.path}.key"
+        if crt.exists() and keyf.exists() and not force:
+            return False
+        ca_cert, ca_key = self._load_ca(req.ca)
+        key = (
+            serialization.load_pem_private_key(keyf.read_bytes(), None)
+            if keyf.exists()
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        usages = []
+        if req.server:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        if req.client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(req.cn, req.org))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(min(now + dt.timedelta(days=CERT_DAYS), ca_cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+        )
+        if req.sans:
+            names: list[x509.GeneralName] = []
+            for san in req.sans:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(san)))
+                except ValueError:
+                    names.append(x509.DNSName(san))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        if not keyf.exists():
+            _write_private(keyf, _key_pem(key))  # type: ignore[arg-type]
+        crt.parent.mkdir(parents=True, exist_ok=True)
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return True
+
+    def ensure_sa_keys(self) -> bool:
+        keyf, pub = self.root / "sa.key", self.root / "sa.pub"
+        if keyf.exists() and pub.exists():
+            return False
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_private(keyf, _key_pem(key))
+        pub.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        return True
+
+    def ensure_encryption_config(self) -> bool:
+        path = self.root / "encryption-config.yaml"
+        if path.exists():
+            return False
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "EncryptionConfiguration",
+            "resources": [
+                {
+                    "resources": ["secrets"],
+                    "providers": [{"aescbc": {"keys": [{"name": "key1", "secret": secret}]}}, {"identity": {}}],
+                }
+            ],
+        }
+        _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+        return True
+
+    def kubeconfig(self, name: str, cert: str, server: str, user: str) -> bool:
+        path = self.root / "kubeconfigs" / f"{name}.kubeconfig"
+        crt, key = self.root / f"{cert}.crt", self.root / f"{cert}.key"
+        b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "cluster",
+                    "cluster": {"server": server, "certificate-authority-data": b64(self.root / "ca.crt")},
+                }
+            ],
+            "users": [{"name": user, "user": {"client-certificate-data": b64(crt), "client-key-data": b64(key)}}],
+            "contexts": [{"name": "default", "context": {"cluster": "cluster", "user": user}}],
+            "current-context": "default",
+        }
+        data = yaml.safe_dump(config, sort_keys=False).encode()
+        if path.exists() and path.read_bytes() == data:
+            return False
+        _write_private(path, data)
+        return True
+
+
+def requests(spec: ClusterSpec, service_ip: str) -> list[CertRequest]:
+    """Every certificate the cluster needs, derived from the spec alone."""
+    domain = spec.kubernetes.cluster_domain
+    reqs: list[CertRequest] = []
+    for n in spec.etcd_members:
+        sans = (n.name, n.address, "localhost", "127.0.0.1")
+        reqs.append(CertRequest(f"etcd/{n.name}-server", n.name, "etcd/ca", server=True, client=True, sans=sans))
+        reqs.append(CertRequest(f"etcd/{n.name}-peer", n.name, "etcd/ca", server=True, client=True, sans=sans))
+    reqs.append(CertRequest("etcd/healthcheck-client", "kube-etcd-healthcheck-client", "etcd/ca", client=True))
+    reqs.append(CertRequest("apiserver-etcd-client", "kube-apiserver-etcd-client", "etcd/ca", client=True))
+    cp_sans = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        f"kubernetes.default.svc.{domain}",
+        "localhost",
+        "127.0.0.1",
+        service_ip,
+    ]
+    for n in spec.control_planes:
+        cp_sans += [n.name, n.address]
+    reqs.append(CertRequest("apiserver", "kube-apiserver", "ca", server=True, sans=tuple(cp_sans)))
+    reqs.append(
+        CertRequest(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "ca", org="system:masters", client=True
+        )
+    )
+    reqs.append(CertRequest("front-proxy-client", "front-proxy-client", "front-proxy-ca", client=True))
+    reqs.append(CertRequest("controller-manager", "system:kube-controller-manager", "ca", client=True))
+    reqs.append(CertRequest("scheduler", "system:kube-scheduler", "ca", client=True))
+    reqs.append(CertRequest("admin", "kubernetes-admin", "ca", org="system:masters", client=True))
+    reqs.append(CertRequest("kube-proxy", "system:kube-proxy", "ca", client=True))
+    for n in spec.nodes:
+        reqs.append(
+            CertRequest(
+                f"nodes/{n.name}-kubelet-client", f"system:node:{n.name}", "ca", org="system:nodes", client=True
+            )
+        )
+        reqs.append(CertRequest(f"nodes/{n.name}-kubelet-server", n.name, "ca", server=True, sans=(n.name, n.address)))
+    return reqs
+
+
+def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int) -> list[str]:
+    """Create whatever is missing; return the paths created (empty on a re-run)."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    pki = Pki(root)
+    made: list[str] = []
+    for ca, cn in (("ca", "kubernetes-ca"), ("etcd/ca", "etcd-ca"), ("front-proxy-ca", "front-proxy-ca")):
+        if pki.ensure_ca(ca, cn):
+            made.append(f"{ca}.crt")
+    if pki.ensure_sa_keys():
+        made.append("sa.key")
+    if pki.ensure_encryption_config():
+        made.append("encryption-config.yaml")
+    for req in requests(spec, service_ip):
+        if pki.issue(req):
+            made.append(f"{req.path}.crt")
+    local = f"https://127.0.0.1:{lb_port}"
+    kubeconfigs = [
+        ("controller-manager", "controller-manager", local, "system:kube-controller-manager"),
+        ("scheduler", "scheduler", local, "system:kube-scheduler"),
+        ("kube-proxy", "kube-proxy", local, "system:kube-proxy"),
+        ("admin-local", "admin", local, "kubernetes-admin"),
+    ]
+    kubeconfigs += [
+        (f"{n.name}-kubelet", f"nodes/{n.name}-kubelet-client", local, f"system:node:{n.name}") for n in spec.nodes
+    ]
+    for name, cert, server, user in kubeconfigs:
+        if pki.kubeconfig(name, cert, server, user):
+            made.append(f"kubeconfigs/{name}.kubeconfig")
+    return made
+
+
+def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path) -> bool:
+    """The admin kubeconfig for the controller: one context per control plane, the first current.
+
+    Written once (0600); an existing file is left alone.
+    """
+    if target.exists():
+        return False
+    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+    clusters, contexts = [], []
+    for n in spec.control_planes:
+        clusters.append(
+            {
+                "name": f"{spec.name}-{n.name}",
+                "cluster": {
+                    "server": f"https://{n.address}:6443",
+                    "certificate-authority-data": b64(pki_root / "ca.crt"),
+                },
+            }
+        )
+        contexts.append(
+            {"name": f"{spec.name}-{n.name}", "context": {"cluster": f"{spec.name}-{n.name}", "user": "admin"}}
+        )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": clusters,
+        "contexts": contexts,
+        "current-context": contexts[0]["name"],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate-data": b64(pki_root / "admin.crt"),
+                    "client-key-data": b64(pki_root / "admin.key"),
+                },
+            }
+        ],
+    }
+    _write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
+    return True
