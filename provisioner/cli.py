@@ -247,6 +247,45 @@ def cluster_create(
         out.print(f"  kubectl --kubeconfig {ctx.cdir.kubeconfig} get nodes")
 
 
+@cluster_app.command("validate")
+def cluster_validate(
+    file: FileOpt = Path("cluster.yaml"), state_dir: StateOpt = None, output: OutputOpt = Output.table
+) -> None:
+    """Run the shipped testinfra checks on every node; a per-node table, non-zero on failure."""
+    from provisioner import validate
+
+    spec = load_spec(file)
+    results = validate.run(spec, cluster_dir(spec, state_dir).root)
+    if output is Output.json:
+        emit_json(
+            [
+                {
+                    "node": r.name,
+                    "address": r.address,
+                    "ok": r.ok,
+                    "passed": r.passed,
+                    "failed": r.failed,
+                    "skipped": r.skipped,
+                }
+                for r in results
+            ]
+        )
+    else:
+        table = Table(title=f"validation of {spec.name}", title_justify="left")
+        for col in ("node", "result", "passed", "failed checks"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(
+                r.name,
+                "[green]ok[/green]" if r.ok else "[red]FAIL[/red]",
+                str(len(r.passed)),
+                "\n".join(f"{k}: {v}" for k, v in r.failed.items()) or "-",
+            )
+        out.print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
 # -- inventory ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,59 @@
+# provisioner: the two commands the README starts with.
+#   sudo make demo   set up, build/reuse the mirror, bring up the lab, create and validate a cluster
+#   sudo make test   set up and run every test (lint, unit, lab, end-to-end)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROV := $(VENV)/bin/provisioner
+LAB ?= lab
+NODES ?= 3
+CONTROL_PLANES ?= 1
+
+.PHONY: setup host-packages demo demo-down test lint unit lab-test e2e bench
+
+host-packages:
+	@bash .ci/host-packages
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: host-packages $(VENV)/.installed
+
+demo: setup
+	$(PROV) mirror build
+	$(PROV) lab up --name $(LAB) --nodes $(NODES) --control-planes $(CONTROL_PLANES)
+	$(PROV) cluster create -f clusters/$(LAB)/cluster.yaml
+	$(PROV) cluster validate -f clusters/$(LAB)/cluster.yaml
+	@echo
+	@echo "The cluster is up. Try:"
+	@echo "  $(VENV)/bin/kubectl --kubeconfig clusters/$(LAB)/admin.kubeconfig get nodes -o wide"
+	@echo "Tear it down with: sudo make demo-down"
+
+demo-down: setup
+	$(PROV) lab down --name $(LAB)
+
+lint: setup
+	$(VENV)/bin/ruff check provisioner tests bench
+	$(VENV)/bin/ruff format --check provisioner tests bench
+	$(VENV)/bin/ansible-lint -q playbooks roles
+
+unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+lab-test: setup
+	$(VENV)/bin/pytest -q tests/lab
+
+e2e: setup
+	$(PROV) mirror build
+	$(VENV)/bin/pytest -q tests/e2e
+
+test: setup lint
+	$(PROV) mirror build
+	$(VENV)/bin/pytest -q tests
+
+bench: setup
+	$(PY) bench/plan.py
+	$(PY) bench/lab.py

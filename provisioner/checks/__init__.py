@@ -1,0 +1,1 @@
+"""testinfra checks shipped with provisioner; `provisioner cluster validate` runs them."""

@@ -1,0 +1,145 @@
+"""What a healthy node of a provisioner cluster looks like, by role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+PKI = "/etc/kubernetes/pki"
+
+SERVICES = {
+    "all": ["containerd", "kubelet", "kube-proxy", "api-lb", "bird"],
+    "etcd": ["etcd"],
+    "control-plane": ["kube-apiserver", "kube-controller-manager", "kube-scheduler"],
+}
+PORTS = {
+    "all": ["tcp://10250", "tcp://10256", "tcp://179", "tcp://127.0.0.1:{lb}"],
+    "etcd": ["tcp://{ip}:2379", "tcp://{ip}:2380"],
+    "control-plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
+}
+# certificate -> its CA, by role
+CERTS = {
+    "all": [("kubelet.crt", "ca.crt")],
+    "etcd": [("etcd/server.crt", "etcd/ca.crt"), ("etcd/peer.crt", "etcd/ca.crt")],
+    "control-plane": [
+        ("apiserver.crt", "ca.crt"),
+        ("apiserver-kubelet-client.crt", "ca.crt"),
+        ("apiserver-etcd-client.crt", "etcd/ca.crt"),
+        ("front-proxy-client.crt", "front-proxy-ca.crt"),
+    ],
+}
+ETCDCTL = (
+    f"/usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/etcd/ca.crt "
+    f"--cert={PKI}/etcd/healthcheck-client.crt --key={PKI}/etcd/healthcheck-client.key"
+)
+
+
+def _by_role(table: dict[str, list[Any]], roles: list[str]) -> list[Any]:
+    return table["all"] + [x for r in roles for x in table.get(r, [])]
+
+
+def test_services_active_and_enabled(host: Any, node: dict[str, Any]) -> None:
+    bad = []
+    for name in _by_role(SERVICES, node["roles"]):
+        svc = host.service(name)
+        if not (svc.is_running and svc.is_enabled):
+            bad.append(f"{name} (running={svc.is_running}, enabled={svc.is_enabled})")
+    assert not bad, "services not active and enabled: " + ", ".join(bad)
+
+
+def test_ports_listening(host: Any, node: dict[str, Any], cluster: dict[str, Any]) -> None:
+    missing = []
+    for spec in _by_role(PORTS, node["roles"]):
+        url = spec.format(ip=node["address"], lb=cluster["api_lb_port"])
+        if not host.socket(url).is_listening:
+            missing.append(url)
+    assert not missing, "not listening: " + ", ".join(missing)
+
+
+def test_certificates_valid_and_match_their_ca(host: Any, node: dict[str, Any]) -> None:
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    problems = []
+    for cert_path, ca_path in _by_role(CERTS, node["roles"]):
+        cert = x509.load_pem_x509_certificate(host.file(f"{PKI}/{cert_path}").content)
+        ca = x509.load_pem_x509_certificate(host.file(f"{PKI}/{ca_path}").content)
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature has no message
+            problems.append(f"{cert_path} is not signed by {ca_path} ({type(exc).__name__})")
+        if cert.not_valid_after_utc < soon:
+            problems.append(f"{cert_path} expires {cert.not_valid_after_utc:%Y-%m-%d} (within 30 days)")
+        if cert.not_valid_before_utc > dt.datetime.now(dt.UTC):
+            problems.append(f"{cert_path} is not valid yet")
+    assert not problems, "; ".join(problems)
+
+
+def test_key_files_are_private(host: Any) -> None:
+    keys = host.run(f"find {PKI} /etc/kubernetes -maxdepth 2 \\( -name '*.key' -o -name '*.kubeconfig' \\) -type f")
+    loose = []
+    for path in keys.stdout.split():
+        mode = host.file(path).mode
+        if mode & 0o077:
+            loose.append(f"{path} ({oct(mode)})")
+    assert keys.stdout.strip(), "no key files found"
+    assert not loose, "readable by others, should be 0600: " + ", ".join(loose)
+
+
+def test_etcd_healthy_with_every_member(host: Any, node: dict[str, Any], context: dict[str, Any]) -> None:
+    if "etcd" not in node["roles"]:
+        pytest.skip("not an etcd member")
+    health = host.run(f"{ETCDCTL} endpoint health")
+    assert health.rc == 0, f"etcd endpoint health: {health.stderr or health.stdout}"
+    members = host.run(f"{ETCDCTL} member list -w json")
+    assert members.rc == 0, members.stderr
+    names = sorted(m.get("name", "") for m in json.loads(members.stdout)["members"])
+    expected = sorted(n["name"] for n in context["nodes"].values() if "etcd" in n["roles"])
+    assert names == expected, f"etcd members {names}, expected {expected}"
+
+
+def test_bird_sessions_established(host: Any, node: dict[str, Any], context: dict[str, Any]) -> None:
+    out = host.run("birdc show protocols")
+    assert out.rc == 0, f"birdc: {out.stderr or out.stdout}"
+    sessions = [line.split() for line in out.stdout.splitlines() if re.match(r"^peer_\S+\s+BGP", line)]
+    rrs = context["cluster"]["route_reflectors"]
+    if rrs and node["name"] not in rrs:
+        expected = len(rrs)
+    else:
+        expected = len(context["nodes"]) - 1
+    assert len(sessions) == expected, f"{len(sessions)} BGP peers configured, expected {expected}"
+    down = [s[0] for s in sessions if "Established" not in s]
+    assert not down, "BGP sessions not Established: " + ", ".join(down)
+
+
+def test_node_ready(host: Any, node: dict[str, Any]) -> None:
+    out = host.run(
+        "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/kubelet.kubeconfig get node %s -o json", node["name"]
+    )
+    assert out.rc == 0, f"kubectl get node: {out.stderr}"
+    conditions = {c["type"]: c["status"] for c in json.loads(out.stdout)["status"]["conditions"]}
+    assert conditions.get("Ready") == "True", f"node conditions: {conditions}"
+
+
+DNS_QUERY = r"""
+import socket, struct, sys
+name, server = sys.argv[1], sys.argv[2]
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(q, (server, 53)); r = s.recv(512)
+an = struct.unpack(">H", r[6:8])[0]; rcode = r[3] & 15
+print(rcode, an, socket.inet_ntoa(r[-4:]) if an else "")
+"""
+
+
+def test_coredns_answers(host: Any, cluster: dict[str, Any]) -> None:
+    name = f"kubernetes.default.svc.{cluster['cluster_domain']}"
+    out = host.run("python3 -c %s %s %s", DNS_QUERY, name, cluster["cluster_dns_ip"])
+    assert out.rc == 0, f"no DNS answer from {cluster['cluster_dns_ip']}: {out.stderr.strip()[-200:]}"
+    rcode, answers, address = [*out.stdout.split(), "", "", ""][:3]
+    assert rcode == "0" and int(answers) >= 1, f"DNS rcode {rcode}, {answers} answers"
+    assert address == cluster["kube_service_ip"], f"{name} resolved to {address}, expected {cluster['kube_service_ip']}"
