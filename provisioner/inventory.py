@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from provisioner import yamlio
 from provisioner.spec import ClusterSpec
 from provisioner.versions import release
 
@@ -163,10 +162,10 @@ VARS_HEADER = """\
 def write(inv: Inventory, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yaml").write_text(
-        HOSTS_HEADER + yaml.safe_dump(inv.hosts, sort_keys=False, default_flow_style=False)
+        HOSTS_HEADER + yamlio.dump(inv.hosts)
     )
     gv = directory / "group_vars"
     gv.mkdir(exist_ok=True)
     for group, values in inv.group_vars.items():
-        (gv / f"{group}.yml").write_text(VARS_HEADER + yaml.safe_dump(values, sort_keys=False))
+        (gv / f"{group}.yml").write_text(VARS_HEADER + yamlio.dump(values))
     return directory

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from provisioner import yamlio
 
 DEFAULT_PARENT = Path("clusters")
 
@@ -80,7 +80,7 @@ class ClusterDir:
     def read_blocks(self) -> dict[str, str]:
         if not self.blocks_file.exists():
             return {}
-        data = yaml.safe_load(self.blocks_file.read_text()) or {}
+        data = yamlio.load(self.blocks_file.read_text()) or {}
         return {str(k): str(v) for k, v in data.items()}
 
     def write_blocks(self, blocks: dict[str, str]) -> None:
@@ -89,4 +89,4 @@ class ClusterDir:
             "# Pod block of each node, assigned once by provisioner and never renumbered.\n"
             "# Removing a node frees its block; adding one takes the lowest free block.\n"
         )
-        self.blocks_file.write_text(header + yaml.safe_dump(blocks, sort_keys=False))
+        self.blocks_file.write_text(header + yamlio.dump(blocks))

@@ -1,0 +1,121 @@
+"""End-to-end fixtures: a lab, the mirror served to it, and a cluster made by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioner.lab.manager import DEFAULT_MIRROR, Lab
+from provisioner.mirror.manifest import Manifest
+from provisioner.versions import DEFAULT_KUBERNETES
+
+PROVISIONER = [sys.executable, "-m", "provisioner.cli"]
+
+
+def provisioner(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*PROVISIONER, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"provisioner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def kubectl_binary() -> Path:
+    manifest = Manifest.read(DEFAULT_MIRROR)
+    if not manifest.artifacts:
+        pytest.fail(f"no mirror at {DEFAULT_MIRROR}: run `provisioner mirror build` first (make test does)")
+    return DEFAULT_MIRROR / manifest.find("kubectl", DEFAULT_KUBERNETES).path
+
+
+@dataclass
+class Cluster:
+    lab: Lab
+    file: Path
+    state_dir: Path
+    create: dict[str, Any]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.lab.cluster.kubeconfig
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        proc = subprocess.run(
+            [str(kubectl_binary()), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apply(self, manifest: str) -> None:
+        proc = subprocess.run(
+            [str(kubectl_binary()), "--kubeconfig", str(self.kubeconfig), "apply", "-f", "-"],
+            input=manifest,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def wait(self, what: str, predicate: Any, timeout: float = 180, interval: float = 3) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+            except AssertionError as exc:
+                last = exc
+            else:
+                if last:
+                    return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last}")
+
+    def spec(self) -> dict[str, Any]:
+        return yaml.safe_load(self.file.read_text())
+
+
+def make_cluster(name: str, subnet: str, nodes: int, control_planes: int, tmp: Path) -> Iterator[tuple[Lab, Path]]:
+    kubectl_binary()
+    lab = Lab(name, tmp)
+    lab.up(nodes=nodes, control_planes=control_planes, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
+    try:
+        yield lab, tmp
+    finally:
+        lab.down(say=lambda m: None)
+
+
+def create(lab: Lab, state_dir: Path) -> dict[str, Any]:
+    proc = provisioner(
+        "cluster", "create", "-f", str(lab.cluster_file), "--state-dir", str(state_dir), "--output", "json", check=False
+    )
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        data = {"ok": False}
+    assert proc.returncode == 0 and data.get("ok"), f"create failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return data
+
+
+def changed_tasks(result: dict[str, Any]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for run in result["results"]:
+        for host, stats in run["stats"].items():
+            totals[host] = totals.get(host, 0) + stats["changed"]
+    return totals
