@@ -22,10 +22,19 @@ from provisioner.plan import make_plan  # noqa: E402
 def cluster_file(n: int) -> str:
     nodes = [{"name": f"cp{i}", "address": f"10.10.0.{i}", "roles": ["etcd", "control-plane"]} for i in (1, 2, 3)]
     for i in range(n - 3):
-        nodes.append({"name": f"w{i:04d}", "address": f"10.20.{i // 250}.{i % 250 + 1}", "roles": ["worker"],
-                      "labels": {"rack": f"r{i // 40}"}})
-    data = {"name": "big", "network": {"pod_subnet": "10.128.0.0/12", "service_subnet": "10.96.0.0/16",
-                                       "node_prefix": 24}, "nodes": nodes}
+        nodes.append(
+            {
+                "name": f"w{i:04d}",
+                "address": f"10.20.{i // 250}.{i % 250 + 1}",
+                "roles": ["worker"],
+                "labels": {"rack": f"r{i // 40}"},
+            }
+        )
+    data = {
+        "name": "big",
+        "network": {"pod_subnet": "10.128.0.0/12", "service_subnet": "10.96.0.0/16", "node_prefix": 24},
+        "nodes": nodes,
+    }
     return yaml.safe_dump(data)
 
 
@@ -56,8 +65,11 @@ def main() -> None:
         t_plan = best_of(3, plan)
         t_inv = best_of(3, generate)
     print(f"{n} nodes: cluster plan {t_plan:.3f}s, inventory generate {t_inv:.3f}s (target <= 1 s each)")
-    record("cluster plan, 1,000 nodes (bench/plan.py)", ["nodes", "plan s", "inventory s", "target"],
-           [str(n), f"{t_plan:.3f}", f"{t_inv:.3f}", "<= 1 s"])
+    record(
+        "cluster plan, 1,000 nodes (bench/plan.py)",
+        ["nodes", "plan s", "inventory s", "target"],
+        [str(n), f"{t_plan:.3f}", f"{t_inv:.3f}", "<= 1 s"],
+    )
 
 
 if __name__ == "__main__":

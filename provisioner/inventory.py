@@ -161,9 +161,7 @@ VARS_HEADER = """\
 
 def write(inv: Inventory, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hosts.yaml").write_text(
-        HOSTS_HEADER + yamlio.dump(inv.hosts)
-    )
+    (directory / "hosts.yaml").write_text(HOSTS_HEADER + yamlio.dump(inv.hosts))
     gv = directory / "group_vars"
     gv.mkdir(exist_ok=True)
     for group, values in inv.group_vars.items():

@@ -6,6 +6,7 @@ The full Ansible output goes to the log file; the terminal gets a compact live v
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ class PlaybookFailed(Exception):
 
 
 def _message(res: dict[str, Any]) -> str:
-    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    msg = res.get("msg") or res.get("reason") or ""
+    stderr = str(res.get("stderr") or "").strip()
+    if stderr and stderr not in str(msg):
+        msg = f"{msg}: {stderr[-300:]}" if msg else stderr
     if not msg and res.get("results"):
         for item in res["results"]:
             if item.get("failed"):
@@ -97,7 +101,24 @@ def _message(res: dict[str, Any]) -> str:
     return " ".join(str(msg).split())[:500] or "(no message)"
 
 
+def _put_ansible_on_path() -> None:
+    """ansible-runner looks ansible-playbook up on PATH; a venv need not be on it."""
+    here = str(Path(sys.executable).parent)
+    if (Path(here) / "ansible-playbook").exists() and here not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+
+
 EventSink = Callable[[dict[str, Any]], None]
+
+
+def _mitogen_strategy_dir() -> str | None:
+    """mitogen's strategy plugins, when mitogen is installed (2-3x faster task dispatch)."""
+    try:
+        import ansible_mitogen  # noqa: PLC0415
+    except ImportError:
+        return None
+    path = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return str(path) if path.is_dir() else None
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -113,6 +134,10 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
     }
+    strategy = _mitogen_strategy_dir()
+    if strategy and os.environ.get("PROVISIONER_MITOGEN", "1") != "0":
+        env["ANSIBLE_STRATEGY_PLUGINS"] = strategy
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
     env.update(extra or {})
     return env
 
@@ -155,6 +180,7 @@ def run_playbook(
             on_event(event)
         return True
 
+    _put_ansible_on_path()
     cmdline = "--check --diff" if check else None
     started = time.monotonic()
     try:

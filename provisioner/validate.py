@@ -7,6 +7,7 @@ per host); results are gathered per node and per check.
 from __future__ import annotations
 
 import json
+import re
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -44,7 +45,8 @@ class _Collector:
             return
         test = report.nodeid.split("::")[-1]
         name, _, param = test.partition("[")
-        address = param.rstrip("]").split("@")[-1].split(":")[0].split("?")[0]
+        found = re.search(r"//(?:[^@/]*@)?([^:/?\]]+)", param)
+        address = found.group(1) if found else ""
         result = self.by_address.get(address)
         if result is None:
             return
@@ -92,9 +94,20 @@ def run(spec: ClusterSpec, cluster_dir: Path, quiet: bool = True) -> list[NodeRe
         ctx_path = f.name
     os.environ["PROVISIONER_CHECKS_CONTEXT"] = ctx_path
     try:
-        args = [str(CHECKS), f"--hosts={hosts}", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(CHECKS)]
+        args = [
+            str(CHECKS),
+            f"--hosts={hosts}",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(CHECKS),
+            "-W",
+            "ignore::UserWarning",
+        ]
         if quiet:
-            args += ["-q", "--no-header", "-p", "no:terminal"]
+            args += ["-p", "no:terminal"]
         pytest.main(args, plugins=[_Collector(results)])
     finally:
         Path(ctx_path).unlink(missing_ok=True)

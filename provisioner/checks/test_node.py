@@ -18,7 +18,7 @@ SERVICES = {
     "control-plane": ["kube-apiserver", "kube-controller-manager", "kube-scheduler"],
 }
 PORTS = {
-    "all": ["tcp://10250", "tcp://10256", "tcp://179", "tcp://127.0.0.1:{lb}"],
+    "all": ["tcp://10250", "tcp://10256", "tcp://0.0.0.0:179", "tcp://127.0.0.1:{lb}"],
     "etcd": ["tcp://{ip}:2379", "tcp://{ip}:2380"],
     "control-plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
 }

@@ -9,6 +9,7 @@ and none of what provisioner's roles install (no containerd, etcd, bird, nginx, 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -54,6 +55,8 @@ def _configure(root: Path) -> None:
     # apt lists are fetched by the roles through the proxy, as on a fresh VM.
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    # An old mtime, so that apt's cache_valid_time sees lists that were never fetched.
+    os.utime(root / "var/lib/apt/lists", (0, 0))
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
     (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
 

@@ -174,6 +174,7 @@ class Lab:
         base, built = base_image.ensure(log=self.dir / "debootstrap.log")
         timings["base_image_s"] = built
         t = time.monotonic()
+        services.raise_inotify_limit()
         host_ip = services.bridge_up(st.bridge, net)
         proxy = services.apt_proxy_up(self.dir, host_ip)
         files_repo = services.mirror_up(self.dir, host_ip, mirror_dir)

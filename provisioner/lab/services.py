@@ -20,6 +20,21 @@ APT_PROXY_PORT = 3142
 MIRROR_PORT = 8088
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+MIN_INOTIFY_INSTANCES = 1024
+
+
+def raise_inotify_limit() -> None:
+    """Nodes share the host's per-user inotify limit (128 by default); every node's systemd,
+    containerd and kubelet take several instances. Raise it (never lower it); it is left
+    raised after `lab down`, as it is harmless and other labs may still run."""
+    try:
+        if int(INOTIFY_INSTANCES.read_text()) < MIN_INOTIFY_INSTANCES:
+            INOTIFY_INSTANCES.write_text(str(MIN_INOTIFY_INSTANCES))
+    except OSError as exc:
+        raise LabError(f"cannot raise fs.inotify.max_user_instances: {exc}") from None
+
+
 def bridge_up(name: str, subnet: ipaddress.IPv4Network) -> str:
     """Create the bridge with the host's address (.1); return that address."""
     host_ip = f"{subnet[1]}/{subnet.prefixlen}"
