@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._record import record  # noqa: E402
-from provisioner.lab.manager import DEFAULT_MIRROR, Lab  # noqa: E402
+from bench._record import record
+from provisioner.lab.manager import DEFAULT_MIRROR, Lab
 
 TOPOLOGIES = {"3 nodes (1 cp + 2 w)": (3, 1, "192.168.248.0/24"), "HA (3 cp + 1 w)": (4, 3, "192.168.247.0/24")}
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._record import record  # noqa: E402
-from provisioner.lab import base_image  # noqa: E402
-from provisioner.lab.manager import Lab  # noqa: E402
+from bench._record import record
+from provisioner.lab import base_image
+from provisioner.lab.manager import Lab
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._record import record  # noqa: E402
-from provisioner import inventory, spec  # noqa: E402
-from provisioner.plan import make_plan  # noqa: E402
+from bench._record import record
+from provisioner import inventory, spec
+from provisioner.plan import make_plan
 
 
 def cluster_file(n: int) -> str:

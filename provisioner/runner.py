@@ -114,7 +114,7 @@ EventSink = Callable[[dict[str, Any]], None]
 def _mitogen_strategy_dir() -> str | None:
     """mitogen's strategy plugins, when mitogen is installed (2-3x faster task dispatch)."""
     try:
-        import ansible_mitogen  # noqa: PLC0415
+        import ansible_mitogen
     except ImportError:
         return None
     path = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"

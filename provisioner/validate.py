@@ -7,8 +7,8 @@ per host); results are gathered per node and per check.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
