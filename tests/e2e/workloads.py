@@ -81,10 +81,9 @@ def check_workloads(cluster: Cluster, nodes: list[str]) -> None:
 
     # a ClusterIP service answers from a pod
     svc_ip = cluster.kubectl_json("get", "service", "spread")["spec"]["clusterIP"]
-    seen = {
-        cluster.kubectl("exec", first_pod, "--", "wget", "-qO-", "-T", "5", f"http://{svc_ip}/").strip()
-        for _ in range(6)
-    }
+    # (busybox-static's wget crashes in a libc-less image; nc speaks the HTTP instead)
+    get = f'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {svc_ip} 80 | tail -n 1'
+    seen = {cluster.kubectl("exec", first_pod, "--", "sh", "-c", get).strip() for _ in range(6)}
     assert seen and seen <= {p[0] for p in placed.values()}, seen
 
     # a pod resolves the API service's name through CoreDNS
