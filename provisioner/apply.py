@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner import artifacts, inventory, pki, preflight
@@ -157,8 +158,144 @@ class AdminKubeconfig:
         pki.admin_kubeconfig(ctx.spec, ctx.cdir.pki, ctx.cdir.kubeconfig)
 
 
+class EtcdBackup:
+    """An etcd snapshot from the first member into ``backups/`` of the cluster directory."""
+
+    title = "etcd snapshot"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"snapshot etcd into {ctx.cdir.backups}"
+
+    def run(self, ctx: Context) -> None:
+        import time
+
+        name = f"etcd-{time.strftime('%Y%m%d-%H%M%S')}-{self.reason}.db"
+        ctx.cdir.backups.mkdir(parents=True, exist_ok=True)
+        ctx.extravars["etcd_backup_name"] = name
+        ctx.extravars["etcd_backup_dest"] = str(ctx.cdir.backups)
+        Playbook("etcd-backup.yml").run(ctx)
+        ctx.extravars["etcd_backup_file"] = str(ctx.cdir.backups / name)
+        ctx.say(f"etcd snapshot: {ctx.cdir.backups / name}")
+
+
+class RecordNodes:
+    """Remember the nodes this command left in the cluster (scale compares against it)."""
+
+    title = "record nodes"
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"write {ctx.cdir.applied_file}"
+
+    def run(self, ctx: Context) -> None:
+        ctx.cdir.write_applied({n.name: {"address": n.address, "roles": list(n.roles)} for n in ctx.spec.nodes})
+
+
+class ScaleError(Exception):
+    pass
+
+
+def new_nodes(ctx: Context) -> list[str]:
+    """Nodes in the file that the cluster does not have yet; refuse what scale cannot do."""
+    applied = ctx.cdir.read_applied()
+    if not applied:
+        raise ScaleError(f"{ctx.cdir.root} records no nodes; run `cluster create` first")
+    names = {n.name for n in ctx.spec.nodes}
+    gone = sorted(set(applied) - names)
+    if gone:
+        raise ScaleError(f"nodes {', '.join(gone)} are no longer in the file; use `cluster remove-node` for them")
+    for n in ctx.spec.nodes:
+        old = applied.get(n.name)
+        if old and (old["address"] != n.address or sorted(old["roles"]) != sorted(n.roles)):  # type: ignore[arg-type]
+            raise ScaleError(f"node {n.name}: its address or roles changed; scale only adds nodes")
+    added = [n for n in ctx.spec.nodes if n.name not in applied]
+    for n in added:
+        if set(n.roles) & {"etcd", "control-plane"}:
+            raise ScaleError(
+                f"node {n.name}: adding etcd members or control planes is not supported yet; add it as a worker"
+            )
+    return [n.name for n in added]
+
+
+class ScalePlaybook:
+    title = "playbook scale.yml"
+
+    def should_run(self, ctx: Context) -> bool:
+        return bool(new_nodes(ctx))
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"ansible-playbook scale.yml for {', '.join(new_nodes(ctx))}"
+
+    def run(self, ctx: Context) -> None:
+        ctx.extravars["scale_new_nodes"] = new_nodes(ctx)
+        Playbook("scale.yml").run(ctx)
+
+
+class PreflightNew(Preflight):
+    def run(self, ctx: Context) -> None:
+        names = set(new_nodes(ctx))
+        ctx.reports = preflight.run(ctx.spec, [n for n in ctx.spec.nodes if n.name in names])
+        if not all(r.ok for r in ctx.reports):
+            raise preflight.PreflightFailed(ctx.reports)
+
+
 def create_phases() -> list[Phase]:
-    return [Preflight(), Inventory(), Certificates(), Artifacts(), Playbook("cluster.yml"), AdminKubeconfig()]
+    return [
+        Preflight(),
+        Inventory(),
+        Certificates(),
+        Artifacts(),
+        Playbook("cluster.yml"),
+        AdminKubeconfig(),
+        RecordNodes(),
+    ]
+
+
+def scale_phases() -> list[Phase]:
+    return [PreflightNew(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
+
+
+class EtcdRestore:
+    title = "etcd restore"
+
+    def __init__(self, snapshot: Path):
+        self.snapshot = snapshot
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"restore every etcd member from {self.snapshot} (old data kept aside)"
+
+    def run(self, ctx: Context) -> None:
+        import time
+
+        ctx.extravars["etcd_restore_snapshot"] = str(self.snapshot)
+        ctx.extravars["etcd_restore_stamp"] = "restore-" + time.strftime("%Y%m%d-%H%M%S")
+        Playbook("etcd-restore.yml").run(ctx)
+
+
+def restore_phases(snapshot: Path) -> list[Phase]:
+    return [Preflight(), Inventory(), EtcdRestore(snapshot)]
+
+
+def backup_phases() -> list[Phase]:
+    return [Inventory(), EtcdBackup("manual")]
+
+
+def reset_phases(backup: bool = True) -> list[Phase]:
+    phases: list[Phase] = [Preflight(), Inventory()]
+    if backup:
+        phases.append(EtcdBackup("before-reset"))
+    return [*phases, Playbook("reset.yml")]
 
 
 def execute(phases: list[Phase], ctx: Context, dry_run: bool = False) -> list[str]:

@@ -207,7 +207,7 @@ def run_phases(
         if output is not Output.json:
             err.print(preflight_table(exc.reports))
         fail(str(exc).splitlines())
-    except (PlaybookFailed, ArtifactError, inv.BlockError) as exc:
+    except (PlaybookFailed, ArtifactError, inv.BlockError, apply.ScaleError) as exc:
         if output is Output.json:
             emit_json({"ok": False, "error": str(exc), "results": [r.as_dict() for r in ctx.results]})
         fail(str(exc).splitlines())
@@ -283,6 +283,120 @@ def cluster_validate(
             )
         out.print(table)
     if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@cluster_app.command("scale")
+def cluster_scale(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+    dry_run: DryRun = False,
+) -> None:
+    """Nodes added to the cluster file join; existing nodes only learn their new BGP peers."""
+    spec = load_spec(file)
+    run_phases("scale", spec, apply.scale_phases(), state_dir, quiet, output, dry_run)
+    if not dry_run and output is Output.table:
+        out.print(f"cluster {spec.name}: {len(spec.nodes)} nodes")
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
+
+
+@cluster_app.command("reset")
+def cluster_reset(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    yes: Yes = False,
+    skip_backup: Annotated[bool, typer.Option("--skip-backup", help="No etcd snapshot first.")] = False,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Remove everything create installed from every node (an etcd snapshot is taken first).
+
+    The cluster directory (CAs, certificates, kubeconfig, snapshots) is kept, so that
+    `cluster create` can build the cluster again with the same identity.
+    """
+    spec = load_spec(file)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("cluster reset removes Kubernetes from every node; add --yes to confirm", code=2)
+        typer.confirm(f"Remove Kubernetes and all its data from {len(spec.nodes)} nodes of {spec.name}?", abort=True)
+    run_phases("reset", spec, apply.reset_phases(backup=not skip_backup), state_dir, quiet, output)
+    if output is Output.table:
+        out.print(f"cluster {spec.name} was reset; its cluster directory (CAs, snapshots) is kept")
+
+
+etcd_app = typer.Typer(help="etcd snapshots.", no_args_is_help=True)
+cluster_app.add_typer(etcd_app, name="etcd")
+certs_app = typer.Typer(help="Certificates of the cluster.", no_args_is_help=True)
+cluster_app.add_typer(certs_app, name="certs")
+
+
+@etcd_app.command("backup")
+def etcd_backup(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Take an etcd snapshot into the cluster directory's backups/."""
+    spec = load_spec(file)
+    ctx = run_phases("etcd-backup", spec, apply.backup_phases(), state_dir, quiet, output)
+    if output is Output.table:
+        out.print(ctx.extravars["etcd_backup_file"])
+
+
+@etcd_app.command("restore")
+def etcd_restore(
+    snapshot: Annotated[Path, typer.Argument(help="A snapshot taken by `cluster etcd backup`.")],
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    yes: Yes = False,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Bring every etcd member back from SNAPSHOT (the API servers pause meanwhile)."""
+    spec = load_spec(file)
+    if not snapshot.is_file():
+        fail(f"snapshot {snapshot} does not exist; take one with `cluster etcd backup`", code=2)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("cluster etcd restore rolls the cluster back to the snapshot; add --yes to confirm", code=2)
+        typer.confirm(f"Roll {spec.name} back to {snapshot.name}? Changes made since are lost.", abort=True)
+    run_phases("etcd-restore", spec, apply.restore_phases(snapshot.resolve()), state_dir, quiet, output)
+    if output is Output.table:
+        out.print(f"etcd restored from {snapshot}; the old data directories are kept as /var/lib/etcd.before-*")
+
+
+@certs_app.command("check")
+def certs_check(
+    file: FileOpt = Path("cluster.yaml"), state_dir: StateOpt = None, output: OutputOpt = Output.table
+) -> None:
+    """Expiry of every certificate in the cluster directory; non-zero if one expires within 30 days."""
+    from provisioner import pki
+
+    spec = load_spec(file)
+    rows = pki.expiry(cluster_dir(spec, state_dir).pki)
+    if not rows:
+        fail(f"no certificates in {cluster_dir(spec, state_dir).pki}; run `cluster create` first")
+    if output is Output.json:
+        emit_json(rows)
+    else:
+        table = Table(title=f"certificates of {spec.name}", title_justify="left")
+        for col in ("certificate", "subject", "expires", "days left"):
+            table.add_column(col, justify="right" if col == "days left" else "left")
+        for r in rows:
+            style = "red" if r["days_left"] < 30 else ""
+            table.add_row(
+                r["path"],
+                r["subject"],
+                r["expires"],
+                f"[{style}]{r['days_left']}[/{style}]" if style else str(r["days_left"]),
+            )
+        out.print(table)
+    if any(r["days_left"] < 30 for r in rows):
         raise typer.Exit(1)
 
 

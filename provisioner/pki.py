@@ -20,6 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -317,3 +318,21 @@ def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path) -> bool:
     }
     _write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
     return True
+
+
+def expiry(root: Path) -> list[dict[str, Any]]:
+    """Every certificate under ``root`` with its subject and days until it expires."""
+    rows = []
+    now = _now()
+    for crt in sorted(root.rglob("*.crt")):
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        left = cert.not_valid_after_utc - now
+        rows.append(
+            {
+                "path": str(crt.relative_to(root)),
+                "subject": cert.subject.rfc4514_string(),
+                "expires": cert.not_valid_after_utc.strftime("%Y-%m-%d"),
+                "days_left": left.days,
+            }
+        )
+    return rows

@@ -76,6 +76,21 @@ class ClusterDir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return self.logs / f"{stamp}-{command}.log"
 
+    @property
+    def applied_file(self) -> Path:
+        return self.root / "applied-nodes.yaml"
+
+    def read_applied(self) -> dict[str, dict[str, object]]:
+        """The nodes as the last successful create/scale left them: name -> address, roles."""
+        if not self.applied_file.exists():
+            return {}
+        return yamlio.load(self.applied_file.read_text()) or {}
+
+    def write_applied(self, nodes: dict[str, dict[str, object]]) -> None:
+        self.ensure()
+        header = "# The nodes as the last successful create or scale left them (scale adds the others).\n"
+        self.applied_file.write_text(header + yamlio.dump(nodes))
+
     # -- pod block assignments ------------------------------------------------------------
     def read_blocks(self) -> dict[str, str]:
         if not self.blocks_file.exists():

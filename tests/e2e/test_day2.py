@@ -1,0 +1,115 @@
+"""Day-2 on the lab: etcd backup and restore, certificate check, reset and create again."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from provisioner.lab.manager import DEFAULT_MIRROR
+from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
+from tests.e2e.workloads import check_workloads
+
+pytestmark = pytest.mark.e2e
+
+OBJECTS = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: keep-me, namespace: default}
+data: {answer: "42"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keep-me, namespace: default}
+stringData: {password: hunter2}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster_d(tmp_path_factory: pytest.TempPathFactory):
+    for lab, state in make_cluster(
+        "e2ed", "192.168.246.0/24", nodes=2, control_planes=1, tmp=tmp_path_factory.mktemp("e2ed")
+    ):
+        yield Cluster(lab, lab.cluster_file, state, create(lab, state))
+
+
+def _args(cluster: Cluster) -> list[str]:
+    return ["-f", str(cluster.file), "--state-dir", str(cluster.state_dir)]
+
+
+def test_scale_adds_a_worker_and_touches_little_else(cluster_d: Cluster) -> None:
+    cluster_d.apply(OBJECTS)
+    cluster_d.lab.up(nodes=3, control_planes=1, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)  # w2 joins the lab
+    proc = provisioner("cluster", "scale", *_args(cluster_d), "--output", "json")
+    result = json.loads(proc.stdout)
+    changed = changed_tasks(result)
+    # existing nodes only learn their new BGP peer: the BIRD config and its reload
+    assert changed["w1"] <= 2, changed
+    assert changed["cp1"] <= 3, changed  # + the role label of the new node
+    assert changed["w2"] > 10, changed
+    check_workloads(cluster_d, nodes=["cp1", "w1", "w2"])
+    assert cluster_d.kubectl_json("get", "configmap", "keep-me")["data"] == {"answer": "42"}
+    again = json.loads(provisioner("cluster", "create", *_args(cluster_d), "--output", "json").stdout)
+    assert set(changed_tasks(again).values()) == {0}, changed_tasks(again)
+
+
+def test_backup_then_restore_brings_a_deleted_configmap_back(cluster_d: Cluster) -> None:
+    cluster_d.apply(OBJECTS)
+    snapshot = Path(provisioner("cluster", "etcd", "backup", *_args(cluster_d)).stdout.strip().splitlines()[-1])
+    assert snapshot.is_file() and snapshot.stat().st_size > 0
+    cluster_d.kubectl("delete", "configmap", "keep-me")
+    assert "keep-me" not in cluster_d.kubectl("get", "configmaps")
+    provisioner("cluster", "etcd", "restore", str(snapshot), *_args(cluster_d), "--yes")
+    data = cluster_d.wait("the ConfigMap back", lambda: cluster_d.kubectl_json("get", "configmap", "keep-me"))
+    assert data["data"] == {"answer": "42"}
+    secret = cluster_d.kubectl_json("get", "secret", "keep-me")
+    assert base64.b64decode(secret["data"]["password"]) == b"hunter2"
+
+
+def test_secrets_are_encrypted_at_rest(cluster_d: Cluster) -> None:
+    row = cluster_d.lab.status()[0]
+    host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_d.lab.key}")
+    raw = host.run(
+        "ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
+        "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
+        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key get /registry/secrets/default/keep-me"
+    )
+    assert raw.rc == 0, raw.stderr
+    assert "k8s:enc:aescbc:v1:key1" in raw.stdout and "hunter2" not in raw.stdout
+
+
+def test_certs_check(cluster_d: Cluster) -> None:
+    out = provisioner("cluster", "certs", "check", *_args(cluster_d), "--output", "json").stdout
+    assert '"path": "apiserver.crt"' in out
+
+
+def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> None:
+    ca_before = (cluster_d.lab.cluster.pki / "ca.crt").read_bytes()
+    proc = provisioner("cluster", "reset", *_args(cluster_d), check=False)
+    assert proc.returncode == 2 and "--yes" in proc.stderr  # no confirmation, no change
+    provisioner("cluster", "reset", *_args(cluster_d), "--yes")
+    assert list((cluster_d.state_dir / "e2ed" / "backups").glob("*before-reset.db"))
+    for row in cluster_d.lab.status():
+        host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_d.lab.key}")
+        for svc in ("kubelet", "containerd", "etcd", "kube-apiserver", "bird", "api-lb"):
+            assert not host.service(svc).is_running, f"{row['node']}: {svc} still running"
+        for path in (
+            "/etc/kubernetes",
+            "/var/lib/etcd",
+            "/var/lib/kubelet",
+            "/opt/provisioner",
+            "/usr/local/bin/kubelet",
+            "/etc/systemd/system/kubelet.service",
+        ):
+            assert not host.file(path).exists, f"{row['node']}: {path} left behind"
+        assert not host.interface("cni0").exists, f"{row['node']}: cni0 left behind"
+        rules = host.check_output("iptables-save")
+        assert "KUBE-" not in rules and "CNI-" not in rules and "provisioner" not in rules
+        assert host.check_output("ip route show proto bird") == "", f"{row['node']}: BIRD routes left behind"
+    assert (cluster_d.lab.cluster.pki / "ca.crt").read_bytes() == ca_before, "the CA was regenerated"
+    create(cluster_d.lab, cluster_d.state_dir)
+    proc = provisioner("cluster", "validate", *_args(cluster_d), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
