@@ -197,6 +197,67 @@ class RecordNodes:
 
     def run(self, ctx: Context) -> None:
         ctx.cdir.write_applied({n.name: {"address": n.address, "roles": list(n.roles)} for n in ctx.spec.nodes})
+        ctx.cdir.write_version(ctx.spec.kubernetes.version)
+
+
+class VersionError(Exception):
+    pass
+
+
+class VersionGuard:
+    """create and scale converge to the file's version; they never upgrade or downgrade."""
+
+    title = "version check"
+
+    def should_run(self, ctx: Context) -> bool:
+        return ctx.cdir.read_version() is not None
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"the cluster runs {ctx.cdir.read_version()}; the file says {ctx.spec.kubernetes.version}"
+
+    def run(self, ctx: Context) -> None:
+        running, wanted = ctx.cdir.read_version(), ctx.spec.kubernetes.version
+        if running != wanted:
+            raise VersionError(
+                f"kubernetes.version: the cluster runs {running} and the file says {wanted}; "
+                + (
+                    f"upgrade with `provisioner cluster upgrade --to {wanted}`"
+                    if minor_key(wanted) > minor_key(running)
+                    else f"set kubernetes.version: {running} in the file (downgrades are not supported)"
+                )
+            )
+
+
+def minor_key(version: str | None) -> tuple[int, ...]:
+    return tuple(int(x) for x in (version or "v0.0.0").lstrip("v").split("."))
+
+
+class UpgradeCheck:
+    """One minor at a time, to a supported version that the mirror has."""
+
+    title = "upgrade check"
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"check that {ctx.cdir.read_version()} -> {self.target} is one minor at most"
+
+    def run(self, ctx: Context) -> None:
+        from provisioner.versions import SUPPORTED_KUBERNETES, minor
+
+        running = ctx.cdir.read_version()
+        if running is None:
+            raise VersionError(f"{ctx.cdir.root} records no Kubernetes version; run `cluster create` first")
+        if self.target not in SUPPORTED_KUBERNETES:
+            raise VersionError(f"--to: {self.target} is not supported; use one of {', '.join(SUPPORTED_KUBERNETES)}")
+        if minor_key(self.target) < minor_key(running):
+            raise VersionError(f"--to: {self.target} is older than the running {running}; downgrades are not supported")
+        if minor(self.target)[1] - minor(running)[1] > 1:
+            raise VersionError(f"--to: {running} -> {self.target} skips a minor; upgrade one minor at a time")
 
 
 class ScaleError(Exception):
@@ -260,7 +321,7 @@ def create_phases() -> list[Phase]:
 
 
 def scale_phases() -> list[Phase]:
-    return [PreflightNew(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
+    return [VersionGuard(), PreflightNew(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
 
 
 class EtcdRestore:

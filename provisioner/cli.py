@@ -207,7 +207,7 @@ def run_phases(
         if output is not Output.json:
             err.print(preflight_table(exc.reports))
         fail(str(exc).splitlines())
-    except (PlaybookFailed, ArtifactError, inv.BlockError, apply.ScaleError) as exc:
+    except (PlaybookFailed, ArtifactError, inv.BlockError, apply.ScaleError, apply.VersionError) as exc:
         if output is Output.json:
             emit_json({"ok": False, "error": str(exc), "results": [r.as_dict() for r in ctx.results]})
         fail(str(exc).splitlines())
@@ -299,6 +299,36 @@ def cluster_scale(
     run_phases("scale", spec, apply.scale_phases(), state_dir, quiet, output, dry_run)
     if not dry_run and output is Output.table:
         out.print(f"cluster {spec.name}: {len(spec.nodes)} nodes")
+
+
+@cluster_app.command("upgrade")
+def cluster_upgrade(
+    to: Annotated[str, typer.Option("--to", help="The Kubernetes version to upgrade to (one minor at most).")],
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    serial: Annotated[int, typer.Option("--serial", help="Workers upgraded at once.")] = 1,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+    dry_run: DryRun = False,
+) -> None:
+    """Upgrade node by node (control planes first): drain, swap binaries, restart, Ready, uncordon.
+
+    An etcd snapshot is taken first; interrupted, a re-run continues where it stopped.
+    """
+    spec = load_spec(file)
+    target = spec.model_copy(update={"kubernetes": spec.kubernetes.model_copy(update={"version": to})})
+    run_phases(
+        "upgrade",
+        target,
+        apply.upgrade_phases(to),
+        state_dir,
+        quiet,
+        output,
+        dry_run,
+        extravars={"upgrade_serial": serial},
+    )
+    if not dry_run and output is Output.table:
+        out.print(f"cluster {spec.name} runs {to}. Set `kubernetes: {{version: {to}}}` in {file}.")
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]

@@ -91,6 +91,18 @@ class ClusterDir:
         header = "# The nodes as the last successful create or scale left them (scale adds the others).\n"
         self.applied_file.write_text(header + yamlio.dump(nodes))
 
+    @property
+    def version_file(self) -> Path:
+        return self.root / "kubernetes-version"
+
+    def read_version(self) -> str | None:
+        """The Kubernetes version the cluster runs, as the last create/scale/upgrade left it."""
+        return self.version_file.read_text().strip() if self.version_file.exists() else None
+
+    def write_version(self, version: str) -> None:
+        self.ensure()
+        self.version_file.write_text(version + "\n")
+
     # -- pod block assignments ------------------------------------------------------------
     def read_blocks(self) -> dict[str, str]:
         if not self.blocks_file.exists():
