@@ -348,6 +348,65 @@ def restore_phases(snapshot: Path) -> list[Phase]:
     return [Preflight(), Inventory(), EtcdRestore(snapshot)]
 
 
+class RenewCertificates:
+    title = "renew certificates"
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"re-issue the component certificates in {ctx.cdir.pki} (same CAs)"
+
+    def run(self, ctx: Context) -> None:
+        svc_ip = inventory.cluster_vars(ctx.spec, ctx.cdir.root)["kube_service_ip"]
+        made = pki.ensure(ctx.spec, ctx.cdir.pki, svc_ip, ctx.spec.api_lb.port, renew=True)
+        pki.admin_kubeconfig(ctx.spec, ctx.cdir.pki, ctx.cdir.kubeconfig, renew=True)
+        ctx.say(f"certificates: re-issued {len(made)} files")
+
+
+def renew_phases() -> list[Phase]:
+    return [Preflight(), Inventory(), RenewCertificates(), Playbook("certs-renew.yml")]
+
+
+class RemoveNodes:
+    title = "playbook remove-node.yml"
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def check(self, ctx: Context) -> None:
+        applied = ctx.cdir.read_applied()
+        for name in self.names:
+            try:
+                node = ctx.spec.node(name)
+            except KeyError:
+                raise ScaleError(f"{name} is not in the cluster file; nothing to remove") from None
+            if applied and name not in applied:
+                raise ScaleError(f"{name} is not part of the cluster yet")
+            if set(node.roles) & {"etcd", "control-plane"}:
+                raise ScaleError(f"{name} is an etcd member or control plane; removing those is not supported yet")
+
+    def dry_run(self, ctx: Context) -> str:
+        self.check(ctx)
+        return f"drain and delete {', '.join(self.names)}, clean them, update the BGP peers of the others"
+
+    def run(self, ctx: Context) -> None:
+        self.check(ctx)
+        ctx.extravars["removed_nodes"] = self.names
+        Playbook("remove-node.yml").run(ctx)
+        applied = ctx.cdir.read_applied()
+        ctx.cdir.write_applied({k: v for k, v in applied.items() if k not in self.names})
+        blocks = ctx.cdir.read_blocks()
+        ctx.cdir.write_blocks({k: v for k, v in blocks.items() if k not in self.names})
+
+
+def remove_phases(names: list[str]) -> list[Phase]:
+    return [Inventory(), RemoveNodes(names)]
+
+
 def backup_phases() -> list[Phase]:
     return [Inventory(), EtcdBackup("manual")]
 

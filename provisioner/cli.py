@@ -331,6 +331,26 @@ def cluster_upgrade(
         out.print(f"cluster {spec.name} runs {to}. Set `kubernetes: {{version: {to}}}` in {file}.")
 
 
+@cluster_app.command("remove-node")
+def cluster_remove_node(
+    names: Annotated[list[str], typer.Argument(help="Worker nodes to take out.")],
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Cordon, drain and delete worker nodes, clean them, and update the others' BGP peers."""
+    spec = load_spec(file)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("cluster remove-node drains and wipes the nodes; add --yes to confirm", code=2)
+        typer.confirm(f"Drain, delete and wipe {', '.join(names)}?", abort=True)
+    run_phases("remove-node", spec, apply.remove_phases(list(names)), state_dir, quiet, output)
+    if output is Output.table:
+        out.print(f"{', '.join(names)} removed. Now delete {'them' if len(names) > 1 else 'it'} from {file}.")
+
+
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
 
 
@@ -428,6 +448,25 @@ def certs_check(
         out.print(table)
     if any(r["days_left"] < 30 for r in rows):
         raise typer.Exit(1)
+
+
+@certs_app.command("renew")
+def certs_renew(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    yes: Yes = False,
+    quiet: Quiet = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Re-issue every component certificate (same CAs) and roll them out node by node."""
+    spec = load_spec(file)
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("cluster certs renew restarts every component once; add --yes to confirm", code=2)
+        typer.confirm(f"Re-issue the certificates of {spec.name} and restart its components one by one?", abort=True)
+    run_phases("certs-renew", spec, apply.renew_phases(), state_dir, quiet, output)
+    if output is Output.table:
+        out.print("certificates renewed; `cluster certs check` shows the new dates")
 
 
 # -- inventory ---------------------------------------------------------------------------

@@ -246,8 +246,12 @@ def requests(spec: ClusterSpec, service_ip: str) -> list[CertRequest]:
     return reqs
 
 
-def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int) -> list[str]:
-    """Create whatever is missing; return the paths created (empty on a re-run)."""
+def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int, renew: bool = False) -> list[str]:
+    """Create whatever is missing; return the paths created (empty on a re-run).
+
+    ``renew`` re-issues every component certificate (same CAs, same keys); it is only
+    used by the explicit `cluster certs renew`.
+    """
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     pki = Pki(root)
@@ -260,7 +264,7 @@ def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int) -> list
     if pki.ensure_encryption_config():
         made.append("encryption-config.yaml")
     for req in requests(spec, service_ip):
-        if pki.issue(req):
+        if pki.issue(req, force=renew):
             made.append(f"{req.path}.crt")
     local = f"https://127.0.0.1:{lb_port}"
     kubeconfigs = [
@@ -278,12 +282,12 @@ def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int) -> list
     return made
 
 
-def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path) -> bool:
+def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path, renew: bool = False) -> bool:
     """The admin kubeconfig for the controller: one context per control plane, the first current.
 
-    Written once (0600); an existing file is left alone.
+    Written once (0600); an existing file is left alone unless ``renew`` (certs renew).
     """
-    if target.exists():
+    if target.exists() and not renew:
         return False
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
     clusters, contexts = [], []

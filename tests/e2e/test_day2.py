@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 from provisioner.lab.manager import DEFAULT_MIRROR
 from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
@@ -56,6 +57,24 @@ def test_scale_adds_a_worker_and_touches_little_else(cluster_d: Cluster) -> None
     assert set(changed_tasks(again).values()) == {0}, changed_tasks(again)
 
 
+def test_remove_node_drains_cleans_and_updates_peers(cluster_d: Cluster) -> None:
+    provisioner("cluster", "remove-node", "w2", *_args(cluster_d), "--yes")
+    assert "w2" not in cluster_d.kubectl("get", "nodes")
+    rows = {r["node"]: r for r in cluster_d.lab.status()}
+    w2 = testinfra.get_host(f"paramiko://root@{rows['w2']['address']}?ssh_identity_file={cluster_d.lab.key}")
+    assert not w2.service("kubelet").is_running and not w2.file("/etc/kubernetes").exists
+    for name in ("cp1", "w1"):
+        host = testinfra.get_host(f"paramiko://root@{rows[name]['address']}?ssh_identity_file={cluster_d.lab.key}")
+        assert "peer_w2" not in host.check_output("birdc show protocols")
+    # the ConfigMap made before is intact, and the file without w2 converges with no change
+    assert cluster_d.kubectl_json("get", "configmap", "keep-me")["data"] == {"answer": "42"}
+    spec = yaml.safe_load(cluster_d.file.read_text())
+    spec["nodes"] = [n for n in spec["nodes"] if n["name"] != "w2"]
+    cluster_d.file.write_text(yaml.safe_dump(spec))
+    again = json.loads(provisioner("cluster", "create", *_args(cluster_d), "--output", "json").stdout)
+    assert set(changed_tasks(again).values()) == {0}, changed_tasks(again)
+
+
 def test_backup_then_restore_brings_a_deleted_configmap_back(cluster_d: Cluster) -> None:
     cluster_d.apply(OBJECTS)
     snapshot = Path(provisioner("cluster", "etcd", "backup", *_args(cluster_d)).stdout.strip().splitlines()[-1])
@@ -70,20 +89,44 @@ def test_backup_then_restore_brings_a_deleted_configmap_back(cluster_d: Cluster)
 
 
 def test_secrets_are_encrypted_at_rest(cluster_d: Cluster) -> None:
+    cluster_d.apply(OBJECTS)
     row = cluster_d.lab.status()[0]
     host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_d.lab.key}")
     raw = host.run(
         "ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
         "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
-        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key get /registry/secrets/default/keep-me"
+        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key -w json get /registry/secrets/default/keep-me"
     )
     assert raw.rc == 0, raw.stderr
-    assert "k8s:enc:aescbc:v1:key1" in raw.stdout and "hunter2" not in raw.stdout
+    stored = base64.b64decode(json.loads(raw.stdout)["kvs"][0]["value"])
+    assert stored.startswith(b"k8s:enc:aescbc:v1:key1:"), stored[:40]
+    assert b"hunter2" not in stored
 
 
 def test_certs_check(cluster_d: Cluster) -> None:
     out = provisioner("cluster", "certs", "check", *_args(cluster_d), "--output", "json").stdout
     assert '"path": "apiserver.crt"' in out
+
+
+def test_certs_renew_gives_new_dates_while_serving(cluster_d: Cluster) -> None:
+    from cryptography import x509
+
+    pki = cluster_d.lab.cluster.pki
+    before = x509.load_pem_x509_certificate((pki / "apiserver.crt").read_bytes())
+    ca_before = (pki / "ca.crt").read_bytes()
+    provisioner("cluster", "certs", "renew", *_args(cluster_d), "--yes")
+    after = x509.load_pem_x509_certificate((pki / "apiserver.crt").read_bytes())
+    assert after.not_valid_after_utc > before.not_valid_after_utc
+    assert after.serial_number != before.serial_number
+    assert (pki / "ca.crt").read_bytes() == ca_before
+    # the nodes serve the new certificate, and the cluster answers
+    row = cluster_d.lab.status()[0]
+    host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_d.lab.key}")
+    served = host.check_output(
+        "openssl s_client -connect 127.0.0.1:6443 </dev/null 2>/dev/null | openssl x509 -serial -noout"
+    )
+    assert served.split("=", 1)[1].strip().lstrip("0").upper() == f"{after.serial_number:X}".lstrip("0"), served
+    assert "Ready" in cluster_d.kubectl("get", "nodes")
 
 
 def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> None:

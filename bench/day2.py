@@ -1,0 +1,107 @@
+"""Benchmark: day-2 on the lab with a warm mirror.
+
++1 worker on a 3-node and on a 6-node cluster (targets: <= 60 s, and the 6-node time
+<= 1.2x the 3-node time), a 3-node upgrade from the older to the newer supported version
+(target <= 5 min), and reset. Writes rows to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._record import record
+from provisioner.lab.manager import DEFAULT_MIRROR, Lab
+from provisioner.versions import SUPPORTED_KUBERNETES
+
+
+def cli(*args: str) -> tuple[float, dict]:
+    t = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", *args, "--output", "json"], capture_output=True, text=True
+    )
+    elapsed = time.monotonic() - t
+    if proc.returncode != 0:
+        sys.exit(f"provisioner {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return elapsed, json.loads(proc.stdout)
+
+
+def changed_on(result: dict, hosts: list[str]) -> int:
+    return sum(s["changed"] for r in result["results"] for h, s in r["stats"].items() if h in hosts)
+
+
+def scale_once(workers: int, subnet: str) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab("benchs", Path(tmp))
+        lab.up(nodes=workers + 1, control_planes=1, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
+        try:
+            args = ["-f", str(lab.cluster_file), "--state-dir", tmp]
+            cli("cluster", "create", *args)
+            existing = [n.name for n in lab.state().nodes]  # type: ignore[union-attr]
+            lab.up(nodes=workers + 2, control_planes=1, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
+            seconds, result = cli("cluster", "scale", *args)
+            return seconds, changed_on(result, existing)
+        finally:
+            lab.down(say=lambda m: None)
+
+
+def upgrade_and_reset(subnet: str) -> tuple[float, float]:
+    old, new = SUPPORTED_KUBERNETES[-2], SUPPORTED_KUBERNETES[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab("benchu", Path(tmp))
+        lab.up(nodes=3, control_planes=1, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
+        try:
+            spec = yaml.safe_load(lab.cluster_file.read_text())
+            spec["kubernetes"]["version"] = old
+            lab.cluster_file.write_text(yaml.safe_dump(spec))
+            args = ["-f", str(lab.cluster_file), "--state-dir", tmp]
+            cli("cluster", "create", *args)
+            up, _ = cli("cluster", "upgrade", *args, "--to", new)
+            reset, _ = cli("cluster", "reset", *args, "--yes")
+            return up, reset
+        finally:
+            lab.down(say=lambda m: None)
+
+
+def main() -> None:
+    s3, c3 = scale_once(2, "192.168.244.0/24")
+    s6, c6 = scale_once(5, "192.168.243.0/24")
+    print(
+        f"+1 worker: 3-node {s3:.0f}s ({c3} changed tasks on existing nodes), "
+        f"6-node {s6:.0f}s ({c6} changed), ratio {s6 / s3:.2f} (targets <= 60 s, <= 1.2)"
+    )
+    up, reset = upgrade_and_reset("192.168.242.0/24")
+    print(f"3-node upgrade {up:.0f}s (target <= 300 s), reset {reset:.0f}s")
+    record(
+        "day-2 on the lab (bench/day2.py)",
+        [
+            "+1 worker on 3 nodes s",
+            "+1 worker on 6 nodes s",
+            "6/3 ratio",
+            "changed on existing (3 / 6)",
+            "3-node upgrade s",
+            "reset s",
+            "targets",
+        ],
+        [
+            f"{s3:.0f}",
+            f"{s6:.0f}",
+            f"{s6 / s3:.2f}",
+            f"{c3} / {c6}",
+            f"{up:.0f}",
+            f"{reset:.0f}",
+            "scale <= 60 s, ratio <= 1.2, upgrade <= 300 s",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
