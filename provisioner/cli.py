@@ -163,6 +163,16 @@ def cluster_preflight(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would run; change nothing.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
+
+
+def confirm(yes: bool, what: str, question: str) -> None:
+    """Ask before a destructive command; without a terminal, --yes is required."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{what}; add --yes to confirm", code=2)
+    typer.confirm(question, abort=True)
 
 
 def stats_table(results: list[RunResult]) -> Table:
@@ -336,22 +346,16 @@ def cluster_remove_node(
     names: Annotated[list[str], typer.Argument(help="Worker nodes to take out.")],
     file: FileOpt = Path("cluster.yaml"),
     state_dir: StateOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Yes = False,
     quiet: Quiet = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """Cordon, drain and delete worker nodes, clean them, and update the others' BGP peers."""
     spec = load_spec(file)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("cluster remove-node drains and wipes the nodes; add --yes to confirm", code=2)
-        typer.confirm(f"Drain, delete and wipe {', '.join(names)}?", abort=True)
+    confirm(yes, "cluster remove-node drains and wipes the nodes", f"Drain, delete and wipe {', '.join(names)}?")
     run_phases("remove-node", spec, apply.remove_phases(list(names)), state_dir, quiet, output)
     if output is Output.table:
         out.print(f"{', '.join(names)} removed. Now delete {'them' if len(names) > 1 else 'it'} from {file}.")
-
-
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")]
 
 
 @cluster_app.command("reset")
@@ -369,10 +373,11 @@ def cluster_reset(
     `cluster create` can build the cluster again with the same identity.
     """
     spec = load_spec(file)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("cluster reset removes Kubernetes from every node; add --yes to confirm", code=2)
-        typer.confirm(f"Remove Kubernetes and all its data from {len(spec.nodes)} nodes of {spec.name}?", abort=True)
+    confirm(
+        yes,
+        "cluster reset removes Kubernetes from every node",
+        f"Remove Kubernetes and all its data from {len(spec.nodes)} nodes of {spec.name}?",
+    )
     run_phases("reset", spec, apply.reset_phases(backup=not skip_backup), state_dir, quiet, output)
     if output is Output.table:
         out.print(f"cluster {spec.name} was reset; its cluster directory (CAs, snapshots) is kept")
@@ -411,10 +416,11 @@ def etcd_restore(
     spec = load_spec(file)
     if not snapshot.is_file():
         fail(f"snapshot {snapshot} does not exist; take one with `cluster etcd backup`", code=2)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("cluster etcd restore rolls the cluster back to the snapshot; add --yes to confirm", code=2)
-        typer.confirm(f"Roll {spec.name} back to {snapshot.name}? Changes made since are lost.", abort=True)
+    confirm(
+        yes,
+        "cluster etcd restore rolls the cluster back to the snapshot",
+        f"Roll {spec.name} back to {snapshot.name}? Changes made since are lost.",
+    )
     run_phases("etcd-restore", spec, apply.restore_phases(snapshot.resolve()), state_dir, quiet, output)
     if output is Output.table:
         out.print(f"etcd restored from {snapshot}; the old data directories are kept as /var/lib/etcd.before-*")
@@ -460,10 +466,11 @@ def certs_renew(
 ) -> None:
     """Re-issue every component certificate (same CAs) and roll them out node by node."""
     spec = load_spec(file)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("cluster certs renew restarts every component once; add --yes to confirm", code=2)
-        typer.confirm(f"Re-issue the certificates of {spec.name} and restart its components one by one?", abort=True)
+    confirm(
+        yes,
+        "cluster certs renew restarts every component once",
+        f"Re-issue the certificates of {spec.name} and restart its components one by one?",
+    )
     run_phases("certs-renew", spec, apply.renew_phases(), state_dir, quiet, output)
     if output is Output.table:
         out.print("certificates renewed; `cluster certs check` shows the new dates")
