@@ -318,6 +318,8 @@ def check(spec: ClusterSpec) -> list[str]:
     if services and services.prefixlen > 28:
         p.append("network.service_subnet: too small; use a /28 or larger (a /18 is usual)")
 
+    if net.encapsulation == "ipip":
+        p.append("network.encapsulation: ipip is not supported yet; use none (nodes on one L2 segment)")
     for i, rr in enumerate(net.route_reflectors):
         if rr not in names:
             p.append(f"network.route_reflectors[{i}]: {rr!r} is not a node in `nodes`")

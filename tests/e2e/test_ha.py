@@ -1,16 +1,18 @@
-"""cluster create, topology (b): 3 control planes with etcd + 1 worker, and losing one
-control plane."""
+"""cluster create, topology (b): 3 control planes with etcd + 1 worker, BGP through two
+route reflectors (cp1, cp3), and losing one control plane."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
 from tests.e2e.workloads import busybox_image, check_workloads
 
 pytestmark = pytest.mark.e2e
+RRS = ["cp1", "cp3"]
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +20,9 @@ def cluster_b(tmp_path_factory: pytest.TempPathFactory):
     for lab, state in make_cluster(
         "e2eb", "192.168.254.0/24", nodes=4, control_planes=3, tmp=tmp_path_factory.mktemp("e2eb")
     ):
+        spec = yaml.safe_load(lab.cluster_file.read_text())
+        spec["network"]["route_reflectors"] = RRS
+        lab.cluster_file.write_text(yaml.safe_dump(spec))
         yield Cluster(lab, lab.cluster_file, state, create(lab, state))
 
 
@@ -29,7 +34,7 @@ def test_create_then_validate(cluster_b: Cluster) -> None:
 
 
 def test_workloads(cluster_b: Cluster) -> None:
-    check_workloads(cluster_b, nodes=["cp1", "cp2", "cp3", "w1"])
+    check_workloads(cluster_b, nodes=["cp1", "cp2", "cp3", "w1"], route_reflectors=RRS)
 
 
 def test_second_create_changes_nothing(cluster_b: Cluster) -> None:
