@@ -152,6 +152,8 @@ class Lab:
         self.cluster.ensure()
         self.dir.mkdir(parents=True, exist_ok=True)
         st = self.state()
+        if st is None:
+            self._refuse_foreign()
         if st and subnet and subnet != st.subnet:
             raise LabError(f"--subnet: lab {self.name} already uses {st.subnet}; run `lab down` first to change it")
         net = ipaddress.ip_network(subnet or (st.subnet if st else DEFAULT_SUBNET))
@@ -191,6 +193,26 @@ class Lab:
         timings["nodes_up_s"] = time.monotonic() - t
         self.write_cluster_file(st, files_repo or f"http://{host_ip}:{services.MIRROR_PORT}")
         return timings
+
+    def _refuse_foreign(self) -> None:
+        """A lab of this name that another state directory (or a killed run) left on the
+        host would share its bridge, addresses and node names: refuse, and say how to clear it."""
+        bridge = f"pvl-{self.name}"[:15]
+        running = nspawn.machines_running(self.name)
+        what = (
+            f"node {sorted(running)[0]} is running (pid {running[sorted(running)[0]]})"
+            if running
+            else f"bridge {bridge} exists"
+            if services.bridge_exists(bridge)
+            else f"{self.root} exists"
+            if self.root.exists()
+            else ""
+        )
+        if what:
+            raise LabError(
+                f"--name: a lab named {self.name} is already on this host ({what}) and not in this state "
+                f"directory; run `sudo provisioner lab down --name {self.name}` to remove it, or choose another --name"
+            )
 
     def write_cluster_file(self, st: LabState, files_repo: str) -> None:
         spec = {
@@ -262,9 +284,16 @@ class Lab:
             with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
                 list(pool.map(lambda s: nspawn.stop(s, self.dir), specs))
             say(f"nodes: {len(specs)} stopped")
-            services.bridge_down(st.bridge)
         services.mirror_down(self.dir)
         services.apt_proxy_down(self.dir)
+        # Whatever of a lab with this name is left on the host by another state directory
+        # or a killed run goes too: nodes, pods, host services, bridge, root filesystems.
+        bridge = st.bridge if st else f"pvl-{self.name}"[:15]
+        stale = nspawn.kill_stale(self.name)
+        stale_services = services.kill_stale(self.name, services.bridge_address(bridge))
+        if stale or stale_services:
+            say(f"stale: {len(stale)} node(s), {stale_services} host service(s) of an earlier lab {self.name} killed")
+        services.bridge_down(bridge)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.cluster_file.unlink(missing_ok=True)

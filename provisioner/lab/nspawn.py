@@ -9,6 +9,7 @@ root, and the nodes must run containerd.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
@@ -109,8 +110,12 @@ class NodeSpec:
 
 
 def make_rootfs(node: NodeSpec, base: Path) -> None:
-    """Copy the base image and write the node's identity (hostname, address, keys, proxy)."""
+    """Copy the base image and write the node's identity (hostname, address, keys, proxy).
+
+    A root filesystem kept from a stopped node is reused; only its authorized key is
+    rewritten, so that the lab's current key always logs in."""
     if node.rootfs.exists():
+        _authorize(node.rootfs, node.public_key)
         return
     tmp = node.rootfs.with_name(node.rootfs.name + ".partial")
     run(["rm", "-rf", str(tmp)])
@@ -127,10 +132,7 @@ def make_rootfs(node: NodeSpec, base: Path) -> None:
         f"Address={node.address}\nGateway={node.gateway}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     )
     (r / "etc/apt/apt.conf.d/01proxy").write_text(f'Acquire::http::Proxy "{node.proxy}";\n')
-    ssh = r / "root/.ssh"
-    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (ssh / "authorized_keys").write_text(node.public_key.strip() + "\n")
-    os.chmod(ssh / "authorized_keys", 0o600)
+    _authorize(r, node.public_key)
     key = Ed25519PrivateKey.generate()
     host_key = r / "etc/ssh/ssh_host_ed25519_key"
     host_key.write_bytes(
@@ -140,6 +142,13 @@ def make_rootfs(node: NodeSpec, base: Path) -> None:
     pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     (r / "etc/ssh/ssh_host_ed25519_key.pub").write_bytes(pub + f" root@{node.name}\n".encode())
     tmp.rename(node.rootfs)
+
+
+def _authorize(rootfs: Path, public_key: str) -> None:
+    ssh = rootfs / "root/.ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text(public_key.strip() + "\n")
+    os.chmod(ssh / "authorized_keys", 0o600)
 
 
 def _controllers() -> list[Path]:
@@ -155,14 +164,19 @@ def _own_cgroup(controller: str) -> str:
     return "/"
 
 
-def node_cgroups(node: NodeSpec) -> list[Path]:
-    """Per-node cgroups in every v1 controller, so that kubelets do not share /kubepods."""
+def lab_cgroups(lab: str) -> list[Path]:
+    """The lab's cgroup in every v1 controller, below the one this process is in."""
     out = []
-    for ctrl in _controllers():
+    for ctrl in _controllers() if CGROUP_ROOT.exists() else ():
         name = ctrl.name.replace("name=", "")
         base = ctrl / _own_cgroup(name if name != "systemd" else "name=systemd").lstrip("/")
-        out.append(base / "provisioner-lab" / node.lab / node.name)
+        out.append(base / "provisioner-lab" / lab)
     return out
+
+
+def node_cgroups(node: NodeSpec) -> list[Path]:
+    """Per-node cgroups in every v1 controller, so that kubelets do not share /kubepods."""
+    return [p / node.name for p in lab_cgroups(node.lab)]
 
 
 def _prepare_cgroups(node: NodeSpec) -> list[Path]:
@@ -263,6 +277,57 @@ def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
     time.sleep(0.2)
     _remove_cgroups(node)
     (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
+
+
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def machines_running(lab: str) -> dict[str, int]:
+    """Every systemd-nspawn on this host whose machine name is ``<lab>-...``, whoever
+    started it (another state directory, a killed run): machine -> pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _argv(int(entry.name))
+        if not argv or not argv[0].endswith(b"systemd-nspawn"):
+            continue
+        for flag, value in itertools.pairwise(argv):
+            if flag == b"-M" and value.startswith(f"{lab}-".encode()):
+                found[value.decode()] = int(entry.name)
+    return found
+
+
+def kill_stale(lab: str) -> list[str]:
+    """Kill nodes of ``lab`` that this state directory does not know, and their pods;
+    remove the lab's cgroups. Returns the machines killed."""
+    running = machines_running(lab)
+    for pid in running.values():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5 if running else 0)
+    existing = [p for p in lab_cgroups(lab) if p.exists()]
+    for procs in (f for p in existing for f in p.rglob("cgroup.procs")):
+        for p in procs.read_text().split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    time.sleep(0.2 if existing else 0)
+    for lab_cg in existing:
+        subs = sorted((p for p in lab_cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        for d in (*subs, lab_cg, lab_cg.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return sorted(running)
 
 
 def _reap(pid: int) -> None:

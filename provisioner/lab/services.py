@@ -56,6 +56,43 @@ def bridge_exists(name: str) -> bool:
     return run(["ip", "link", "show", name], check=False).returncode == 0
 
 
+def bridge_address(name: str) -> str | None:
+    """The host's IPv4 address on the bridge, if the bridge exists."""
+    out = run(["ip", "-o", "-4", "addr", "show", "dev", name], check=False)
+    fields = out.stdout.split() if out.returncode == 0 else []
+    return fields[fields.index("inet") + 1].split("/")[0] if "inet" in fields else None
+
+
+def kill_stale(lab: str, host_ip: str | None) -> int:
+    """Kill this lab's apt proxy and artifact server left by another state directory or a
+    killed run (found by their command lines); return how many were killed."""
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        proxy = (
+            bool(argv)
+            and argv[0].endswith(b"apt-cacher-ng")
+            and any(a.endswith(f"/{lab}/lab/apt-proxy".encode()) for a in argv)
+        )
+        server = (
+            b"provisioner.mirror.serve" in argv
+            and host_ip is not None
+            and (f"{host_ip}:{MIRROR_PORT}".encode() in argv)
+        )
+        if proxy or server:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def _alive(pidfile: Path, needle: str) -> int | None:
     if not pidfile.exists():
         return None

@@ -94,6 +94,7 @@ class Cluster:
 def make_cluster(name: str, subnet: str, nodes: int, control_planes: int, tmp: Path) -> Iterator[tuple[Lab, Path]]:
     kubectl_binary()
     lab = Lab(name, tmp)
+    lab.down(say=lambda m: None)  # whatever an interrupted earlier run left
     lab.up(nodes=nodes, control_planes=control_planes, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
     try:
         yield lab, tmp

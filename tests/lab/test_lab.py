@@ -10,6 +10,7 @@ import testinfra
 
 from provisioner import preflight, spec
 from provisioner.lab import nspawn
+from provisioner.lab.host import LabError
 from provisioner.lab.manager import Lab
 
 pytestmark = pytest.mark.lab
@@ -20,6 +21,7 @@ NAME = "labtest"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     lab = Lab(NAME, tmp_path_factory.mktemp("state"))
+    lab.down(say=lambda m: None)  # whatever an interrupted earlier run left
     lab.up(nodes=3, control_planes=1, subnet=SUBNET, mirror_dir=Path("/nonexistent"), say=lambda m: None)
     yield lab
     lab.down(say=lambda m: None)
@@ -95,3 +97,25 @@ def test_lab_down_leaves_nothing(tmp_path: Path) -> None:
     assert not lab.root.exists() and not lab.dir.exists()
     assert not any(p.exists() for p in node_cgroups)
     assert not any(p.parent.exists() for p in node_cgroups)
+
+
+def test_a_lab_left_by_another_state_dir_is_refused_then_cleared(tmp_path: Path) -> None:
+    first = Lab("labstale", tmp_path / "a")
+    first.up(nodes=1, control_planes=1, subnet="192.168.252.0/24", mirror_dir=Path("/nonexistent"), say=lambda m: None)
+    try:
+        # same name, other state directory: it would share the bridge and node names
+        second = Lab("labstale", tmp_path / "b")
+        with pytest.raises(LabError, match=r"--name: a lab named labstale is already on this host.*lab down"):
+            second.up(nodes=1, control_planes=1, mirror_dir=Path("/nonexistent"), say=lambda m: None)
+        assert nspawn.machines_running("labstale") and not second.key.exists()
+        # `lab down` by name clears what the other state directory left, then up works
+        second.down(say=lambda m: None)
+        assert nspawn.machines_running("labstale") == {}
+        assert subprocess.run(["ip", "link", "show", "pvl-labstale"], capture_output=True).returncode != 0
+        acng = subprocess.run(["pgrep", "-af", "apt-cacher-ng"], capture_output=True, text=True).stdout
+        assert "labstale" not in acng
+        second.up(nodes=1, control_planes=1, subnet="192.168.252.0/24", mirror_dir=Path("/nonexistent"), say=print)
+        assert _hosts(second)[0].check_output("hostname") == "cp1"
+        second.down(say=lambda m: None)
+    finally:
+        first.down(say=lambda m: None)
