@@ -260,6 +260,35 @@ class UpgradeCheck:
             raise VersionError(f"--to: {running} -> {self.target} skips a minor; upgrade one minor at a time")
 
 
+class RecordVersion:
+    """Remember the Kubernetes version the cluster now runs (create and scale hold to it)."""
+
+    title = "record version"
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        return f"write {ctx.cdir.version_file} ({ctx.spec.kubernetes.version})"
+
+    def run(self, ctx: Context) -> None:
+        ctx.cdir.write_version(ctx.spec.kubernetes.version)
+
+
+def upgrade_phases(target: str) -> list[Phase]:
+    """Skew check, preflight, the target's artifacts from the mirror, a snapshot, then node
+    by node. The context's spec already names the target version."""
+    return [
+        UpgradeCheck(target),
+        Preflight(),
+        Inventory(),
+        Artifacts(),
+        EtcdBackup("before-upgrade"),
+        Playbook("upgrade.yml"),
+        RecordVersion(),
+    ]
+
+
 class ScaleError(Exception):
     pass
 
@@ -277,13 +306,27 @@ def new_nodes(ctx: Context) -> list[str]:
         old = applied.get(n.name)
         if old and (old["address"] != n.address or sorted(old["roles"]) != sorted(n.roles)):  # type: ignore[arg-type]
             raise ScaleError(f"node {n.name}: its address or roles changed; scale only adds nodes")
-    added = [n for n in ctx.spec.nodes if n.name not in applied]
-    for n in added:
-        if set(n.roles) & {"etcd", "control-plane"}:
-            raise ScaleError(
-                f"node {n.name}: adding etcd members or control planes is not supported yet; add it as a worker"
-            )
-    return [n.name for n in added]
+    return [n.name for n in ctx.spec.nodes if n.name not in applied]
+
+
+def scale_vars(ctx: Context) -> dict[str, Any]:
+    """What scale.yml needs: the new nodes by role, and who else must learn of them."""
+    added = new_nodes(ctx)
+    applied = ctx.cdir.read_applied()
+    new = [ctx.spec.node(n) for n in added]
+    new_etcd = [n.name for n in new if "etcd" in n.roles]
+    new_cps = [n.name for n in new if "control-plane" in n.roles]
+    had = {name: list(v["roles"]) for name, v in applied.items()}  # type: ignore[call-overload]
+    old_etcd = [name for name, roles in had.items() if "etcd" in roles]
+    old_cps = [name for name, roles in had.items() if "control-plane" in roles]
+    return {
+        "scale_new_nodes": added,
+        "scale_new_etcd": new_etcd,
+        "scale_new_control_planes": new_cps,
+        # their API server certificate gains the new addresses; --etcd-servers the new members
+        "scale_existing_control_planes": old_cps if new_cps or new_etcd else [],
+        "scale_etcd_via": old_etcd[0] if old_etcd else "",
+    }
 
 
 class ScalePlaybook:
@@ -293,10 +336,16 @@ class ScalePlaybook:
         return bool(new_nodes(ctx))
 
     def dry_run(self, ctx: Context) -> str:
-        return f"ansible-playbook scale.yml for {', '.join(new_nodes(ctx))}"
+        v = scale_vars(ctx)
+        extra = []
+        if v["scale_new_etcd"]:
+            extra.append(f"etcd member add {', '.join(v['scale_new_etcd'])} (one at a time)")
+        if v["scale_existing_control_planes"]:
+            extra.append(f"rolling API server update on {', '.join(v['scale_existing_control_planes'])}")
+        return f"ansible-playbook scale.yml for {', '.join(v['scale_new_nodes'])}" + "".join(f"; {e}" for e in extra)
 
     def run(self, ctx: Context) -> None:
-        ctx.extravars["scale_new_nodes"] = new_nodes(ctx)
+        ctx.extravars.update(scale_vars(ctx))
         Playbook("scale.yml").run(ctx)
 
 
@@ -381,21 +430,40 @@ class RemoveNodes:
         applied = ctx.cdir.read_applied()
         for name in self.names:
             try:
-                node = ctx.spec.node(name)
+                ctx.spec.node(name)
             except KeyError:
                 raise ScaleError(f"{name} is not in the cluster file; nothing to remove") from None
             if applied and name not in applied:
                 raise ScaleError(f"{name} is not part of the cluster yet")
-            if set(node.roles) & {"etcd", "control-plane"}:
-                raise ScaleError(f"{name} is an etcd member or control plane; removing those is not supported yet")
+        staying = [n for n in ctx.spec.nodes if n.name not in self.names]
+        for role, what in (("control-plane", "control plane"), ("etcd", "etcd member")):
+            if any(role in n.roles for n in ctx.spec.nodes if n.name in self.names) and not any(
+                role in n.roles for n in staying
+            ):
+                raise ScaleError(
+                    f"removing {', '.join(self.names)} would leave no {what}; "
+                    "use `cluster reset` to take the whole cluster down"
+                )
 
     def dry_run(self, ctx: Context) -> str:
         self.check(ctx)
-        return f"drain and delete {', '.join(self.names)}, clean them, update the BGP peers of the others"
+        etcd = [n for n in self.names if "etcd" in ctx.spec.node(n).roles]
+        return (
+            (f"etcd member remove {', '.join(etcd)} (refused if quorum would break); " if etcd else "")
+            + f"drain and delete {', '.join(self.names)}, clean them, update the BGP peers"
+            + " and API servers of the others"
+        )
 
     def run(self, ctx: Context) -> None:
         self.check(ctx)
         ctx.extravars["removed_nodes"] = self.names
+        ctx.extravars["removed_etcd"] = [n for n in self.names if "etcd" in ctx.spec.node(n).roles]
+        staying_cps = [n.name for n in ctx.spec.control_planes if n.name not in self.names]
+        staying_etcd = [n.name for n in ctx.spec.etcd_members if n.name not in self.names]
+        # the node that runs kubectl and etcdctl: a control plane (with etcd) that stays
+        ctx.extravars["removed_via"] = next((n for n in staying_cps if n in staying_etcd), staying_cps[0])
+        ctx.extravars["removed_etcd_via"] = staying_etcd[0]
+        ctx.extravars["removed_control_planes"] = [n for n in self.names if "control-plane" in ctx.spec.node(n).roles]
         Playbook("remove-node.yml").run(ctx)
         applied = ctx.cdir.read_applied()
         ctx.cdir.write_applied({k: v for k, v in applied.items() if k not in self.names})

@@ -343,14 +343,18 @@ def cluster_upgrade(
 
 @cluster_app.command("remove-node")
 def cluster_remove_node(
-    names: Annotated[list[str], typer.Argument(help="Worker nodes to take out.")],
+    names: Annotated[list[str], typer.Argument(help="Nodes to take out (workers, control planes, etcd members).")],
     file: FileOpt = Path("cluster.yaml"),
     state_dir: StateOpt = None,
     yes: Yes = False,
     quiet: Quiet = False,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Cordon, drain and delete worker nodes, clean them, and update the others' BGP peers."""
+    """Cordon, drain and delete nodes, clean them, and update the others (BGP peers, API servers).
+
+    For an etcd member, `etcd member remove` comes first, refused when the remaining
+    members could not keep quorum.
+    """
     spec = load_spec(file)
     confirm(yes, "cluster remove-node drains and wipes the nodes", f"Drain, delete and wipe {', '.join(names)}?")
     run_phases("remove-node", spec, apply.remove_phases(list(names)), state_dir, quiet, output)

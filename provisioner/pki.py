@@ -8,7 +8,9 @@ Where the keys live, and why:
 - Every component certificate is issued here and copied to the node that uses it.
 
 Everything is created once: an existing file is never regenerated. A certificate is
-issued again only when it is missing, or when ``renew`` is asked for explicitly.
+issued again only when it is missing, when its names no longer cover what the spec asks
+(a control plane was added: the API server certificate gains its address; the key is
+kept), or when ``renew`` is asked for explicitly. CAs are never issued again.
 """
 
 from __future__ import annotations
@@ -65,6 +67,32 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _sans(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in ext.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _covers(crt: Path, sans: tuple[str, ...]) -> bool:
+    """Whether the certificate already names every SAN asked for (extra names are fine)."""
+    if not sans:
+        return True
+    have = _sans(x509.load_pem_x509_certificate(crt.read_bytes()))
+    return {str(ipaddress.ip_address(s)) if _is_ip(s) else s for s in sans} <= have
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -106,7 +134,7 @@ class Pki:
 
     def issue(self, req: CertRequest, force: bool = False) -> bool:
         crt, keyf = self.root / f"{req.path}.crt", self.root / f"{req.path}.key"
-        if crt.exists() and keyf.exists() and not force:
+        if crt.exists() and keyf.exists() and not force and _covers(crt, req.sans):
             return False
         ca_cert, ca_key = self._load_ca(req.ca)
         key = (
