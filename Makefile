@@ -29,7 +29,8 @@ demo: setup
 	$(PROV) cluster validate -f clusters/$(LAB)/cluster.yaml
 	@echo
 	@echo "The cluster is up. Try:"
-	@echo "  $(VENV)/bin/kubectl --kubeconfig clusters/$(LAB)/admin.kubeconfig get nodes -o wide"
+	@echo "  $$(ls -d /var/cache/provisioner/mirror/kubernetes/*/linux/amd64/kubectl | tail -n 1) \\"
+	@echo "    --kubeconfig clusters/$(LAB)/admin.kubeconfig get nodes -o wide"
 	@echo "Tear it down with: sudo make demo-down"
 
 demo-down: setup
@@ -52,7 +53,7 @@ e2e: setup
 
 test: setup lint
 	$(PROV) mirror build
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=12 tests/unit tests/lab tests/e2e
 
 bench: setup
 	$(PY) bench/plan.py

@@ -69,6 +69,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp)
             lab = Lab("benchc", state)
+            lab.down(say=lambda m: None)  # whatever an interrupted run left
             lab.up(nodes=nodes, control_planes=cps, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
             try:
                 first, r1 = create(lab, state)

@@ -41,6 +41,7 @@ def changed_on(result: dict, hosts: list[str]) -> int:
 def scale_once(workers: int, subnet: str) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab("benchs", Path(tmp))
+        lab.down(say=lambda m: None)  # whatever an interrupted run left
         lab.up(nodes=workers + 1, control_planes=1, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
         try:
             args = ["-f", str(lab.cluster_file), "--state-dir", tmp]
@@ -57,6 +58,7 @@ def upgrade_and_reset(subnet: str) -> tuple[float, float]:
     old, new = SUPPORTED_KUBERNETES[-2], SUPPORTED_KUBERNETES[-1]
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab("benchu", Path(tmp))
+        lab.down(say=lambda m: None)  # whatever an interrupted run left
         lab.up(nodes=3, control_planes=1, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
         try:
             spec = yaml.safe_load(lab.cluster_file.read_text())
@@ -72,13 +74,13 @@ def upgrade_and_reset(subnet: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    s3, c3 = scale_once(2, "192.168.244.0/24")
-    s6, c6 = scale_once(5, "192.168.243.0/24")
+    s3, c3 = scale_once(2, "192.168.241.0/24")
+    s6, c6 = scale_once(5, "192.168.240.0/24")
     print(
         f"+1 worker: 3-node {s3:.0f}s ({c3} changed tasks on existing nodes), "
         f"6-node {s6:.0f}s ({c6} changed), ratio {s6 / s3:.2f} (targets <= 60 s, <= 1.2)"
     )
-    up, reset = upgrade_and_reset("192.168.242.0/24")
+    up, reset = upgrade_and_reset("192.168.239.0/24")
     print(f"3-node upgrade {up:.0f}s (target <= 300 s), reset {reset:.0f}s")
     record(
         "day-2 on the lab (bench/day2.py)",

@@ -35,6 +35,7 @@ def main() -> None:
     base_image.ensure()  # warm
     with tempfile.TemporaryDirectory() as state:
         lab = Lab("benchlab", Path(state))
+        lab.down(say=lambda m: None)  # whatever an interrupted run left
         t = time.monotonic()
         lab.up(
             nodes=3, control_planes=1, subnet="192.168.249.0/24", mirror_dir=Path("/nonexistent"), say=lambda m: None

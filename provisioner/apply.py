@@ -359,6 +359,7 @@ class PreflightNew(Preflight):
 
 def create_phases() -> list[Phase]:
     return [
+        VersionGuard(),
         Preflight(),
         Inventory(),
         Certificates(),
