@@ -357,9 +357,32 @@ class PreflightNew(Preflight):
             raise preflight.PreflightFailed(ctx.reports)
 
 
+class MembershipGuard:
+    """create on a running cluster must not bootstrap new etcd members as a new cluster:
+    members join through `cluster scale` (member add)."""
+
+    title = "membership check"
+
+    def should_run(self, ctx: Context) -> bool:
+        return bool(ctx.cdir.read_applied())
+
+    def dry_run(self, ctx: Context) -> str:
+        return "check that no etcd member is new (those join with `cluster scale`)"
+
+    def run(self, ctx: Context) -> None:
+        applied = ctx.cdir.read_applied()
+        new = [n.name for n in ctx.spec.etcd_members if n.name not in applied]
+        if new:
+            raise ScaleError(
+                f"nodes[{', '.join(new)}]: new etcd members join a running cluster with `provisioner cluster scale`, "
+                "not create; nothing was changed"
+            )
+
+
 def create_phases() -> list[Phase]:
     return [
         VersionGuard(),
+        MembershipGuard(),
         Preflight(),
         Inventory(),
         Certificates(),

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from provisioner.lab.manager import DEFAULT_MIRROR
+from provisioner.versions import DEFAULT_KUBERNETES
 from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
 from tests.e2e.workloads import check_workloads
 
@@ -58,3 +60,26 @@ def test_second_create_changes_nothing(cluster_a: Cluster) -> None:
     again = create(cluster_a.lab, cluster_a.state_dir)
     assert changed_tasks(again) == {h: 0 for h in changed_tasks(again)}, changed_tasks(again)
     assert set(changed_tasks(again)) == {"cp1", "w1", "w2"}
+
+
+def test_mirror_binaries_and_images_are_the_pinned_ones(cluster_a: Cluster) -> None:
+    """The mirror's own artifacts, on a node: the binaries print the pinned versions, and
+    the pause and test images imported into the node's containerd run a container."""
+    import testinfra
+
+    from provisioner.mirror.manifest import Manifest
+    from provisioner.versions import release
+    from tests.e2e.workloads import busybox_image
+
+    rel = release(cluster_a.spec()["kubernetes"].get("version") or DEFAULT_KUBERNETES)
+    row = cluster_a.lab.status()[0]
+    host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_a.lab.key}")
+    assert host.check_output("/usr/local/bin/kube-apiserver --version") == f"Kubernetes {rel.kubernetes}"
+    assert host.check_output("/usr/local/bin/kubelet --version") == f"Kubernetes {rel.kubernetes}"
+    assert rel.etcd.lstrip("v") in host.check_output("/usr/local/bin/etcd --version")
+    images = host.check_output("ctr -n k8s.io images ls -q")
+    manifest = Manifest.read(DEFAULT_MIRROR)
+    pause = manifest.find("image-pause", manifest.versions("image-pause")[-1]).image
+    assert pause in images.split() and busybox_image() in images.split(), images
+    out = host.check_output(f"ctr -n k8s.io run --rm {busybox_image()} mirror-check echo hello-from-the-test-image")
+    assert out == "hello-from-the-test-image"

@@ -107,3 +107,11 @@ def test_create_refuses_a_version_change_before_contacting_any_node(tmp_path: Pa
     assert result.exit_code == 1
     assert "kubernetes.version: the cluster runs v1.36.3" in result.output
     assert "preflight" not in result.output
+
+
+def test_create_sends_new_etcd_members_to_scale(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, applied=["cp1", "w1", "w2"])
+    with pytest.raises(apply.ScaleError, match=r"nodes\[cp2, cp3\]: new etcd members .* `provisioner cluster scale`"):
+        apply.MembershipGuard().run(ctx)
+    ctx = _ctx(tmp_path / "b", applied=["cp1", "cp2", "cp3", "w1"])
+    apply.MembershipGuard().run(ctx)  # a new worker through create is fine: create converges
