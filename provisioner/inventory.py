@@ -38,7 +38,8 @@ def assign_pod_blocks(spec: ClusterSpec, previous: dict[str, str]) -> dict[str, 
         if old is None:
             continue
         net = ipaddress.ip_network(old)
-        if net.subnet_of(pods) and net.prefixlen == spec.network.node_prefix:  # type: ignore[arg-type]
+        # (a hand-edited file could give two nodes one block: the first in file order keeps it)
+        if net.subnet_of(pods) and net.prefixlen == spec.network.node_prefix and old not in kept.values():  # type: ignore[arg-type]
             kept[name] = old
     taken = set(kept.values())
     free = (str(b) for b in blocks if str(b) not in taken)
