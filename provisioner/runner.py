@@ -5,6 +5,7 @@ The full Ansible output goes to the log file; the terminal gets a compact live v
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -142,6 +143,17 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def task_times(marks: list[tuple[str, str]]) -> list[tuple[str, float]]:
+    """Wall time of each task (until the next task or play starts), slowest first."""
+    from datetime import datetime
+
+    times: dict[str, float] = {}
+    stamps = [(name, datetime.fromisoformat(created)) for name, created in marks]
+    for (name, start), (_, end) in itertools.pairwise(stamps):
+        times[name] = times.get(name, 0.0) + (end - start).total_seconds()
+    return sorted(times.items(), key=lambda kv: kv[1], reverse=True)
+
+
 def run_playbook(
     playbook: str | Path,
     inventory: str | Path | dict[str, Any],
@@ -160,6 +172,7 @@ def run_playbook(
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     failures: list[Failure] = []
+    marks: list[tuple[str, str]] = []  # (task, created) at each task start, then the end
     log = open(log_path, "a") if log_path else None
 
     def handler(event: dict[str, Any]) -> bool:
@@ -167,6 +180,8 @@ def run_playbook(
             log.write(event["stdout"] + "\n")
         data = event.get("event_data", {})
         kind = event.get("event")
+        if kind in ("playbook_on_task_start", "playbook_on_play_start", "playbook_on_stats") and event.get("created"):
+            marks.append((data.get("task") or data.get("play") or "", event["created"]))
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             failures.append(
                 Failure(
@@ -199,6 +214,10 @@ def run_playbook(
         )
     finally:
         if log:
+            slowest = task_times(marks)[:12]
+            if slowest:
+                log.write("\nslowest tasks (wall seconds, all hosts together):\n")
+                log.writelines(f"  {seconds:7.1f}  {task}\n" for task, seconds in slowest)
             log.close()
     elapsed = time.monotonic() - started
     stats: dict[str, HostStats] = {}

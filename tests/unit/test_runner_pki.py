@@ -100,3 +100,13 @@ def test_a_new_control_plane_gets_into_the_api_server_certificate(tmp_path: Path
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "cp4" in sans.get_values_for_type(x509.DNSName)
     assert (tmp_path / "apiserver.key").read_bytes() == key  # same key, new names
+
+
+def test_the_log_ends_with_the_slowest_tasks(tmp_path: Path) -> None:
+    (tmp_path / "play.yml").write_text(PLAY)
+    log = tmp_path / "run.log"
+    run_playbook(
+        tmp_path / "play.yml", LOCAL, tmp_path / "runner", log_path=log, extravars={"target": str(tmp_path / "o")}
+    )
+    tail = log.read_text().split("slowest tasks (wall seconds, all hosts together):\n")[1]
+    assert "Write a file" in tail
