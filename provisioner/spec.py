@@ -6,6 +6,7 @@ Validation reports every problem at once, one line each, naming the field path
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import re
@@ -166,11 +167,32 @@ def from_dict(data: dict[str, Any], source: str = "cluster.yaml") -> ClusterSpec
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, _explain(exc)) from None
+        # Unknown keys alone still let the rules run (without those keys), so that a typo
+        # does not hide the other problems: every problem is reported at once.
+        rest = _without_unknown_keys(data, exc)
+        raise SpecError(source, _explain(exc) + (check(rest) if rest else [])) from None
     problems = check(spec)
     if problems:
         raise SpecError(source, problems)
     return spec
+
+
+def _without_unknown_keys(data: dict[str, Any], exc: ValidationError) -> ClusterSpec | None:
+    """The spec with the unknown keys left out, when those were its only structural problems."""
+    errors = exc.errors()
+    if any(err["type"] != "extra_forbidden" for err in errors):
+        return None
+    data = copy.deepcopy(data)
+    for err in errors:
+        *parents, key = err["loc"]
+        target: Any = data
+        for part in parents:
+            target = target[part]
+        del target[key]
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def _path(loc: tuple[Any, ...]) -> str:

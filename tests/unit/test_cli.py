@@ -1,103 +1,262 @@
-"""Unit tests of the CLI through typer's CliRunner: plan, inventory generate, --version,
-bad input (exit 2, one line per problem, no traceback, nothing written) and destructive
-commands refusing without --yes. No command here reaches a node."""
+"""Unit tests of the CLI (provisioner.cli) through typer's CliRunner: --version, cluster plan
+(table and JSON), inventory generate, bad or missing cluster files (exit 2, one line per
+problem, no traceback, nothing written), and commands that change nodes refusing without
+--yes when there is no terminal.
+
+No test here reaches a node: the cluster file used for commands that change nodes has
+addresses in TEST-NET-1 (192.0.2.0/24, never routed) and an SSH key that does not exist,
+and ``apply.execute`` (where every phase starts) is replaced by a recorder."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from provisioner import __version__
+from provisioner import __version__, apply, pki, plan, spec
 from provisioner.cli import app
+from provisioner.state import ClusterDir
 
 ROOT = Path(__file__).resolve().parents[2]
 HA = ROOT / "inventory" / "sample" / "ha.yaml"
 runner = CliRunner()
 
+UNREACHABLE = """\
+name: unit
+artifacts: {{files_repo: "http://192.0.2.1:9"}}
+ssh: {{user: root, private_key: {key}}}
+nodes:
+  - {{name: cp1, address: 192.0.2.11, roles: [etcd, control-plane]}}
+  - {{name: w1, address: 192.0.2.21, roles: [worker]}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A command that forgot --state-dir writes under tmp_path, not the project's ./clusters."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def executed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Phases never run: record the command that would have run them instead."""
+    calls: list[str] = []
+
+    def record(phases: list[Any], ctx: apply.Context, dry_run: bool = False) -> list[str]:
+        calls.append(ctx.command)
+        return []
+
+    monkeypatch.setattr(apply, "execute", record)
+    return calls
+
+
+@pytest.fixture
+def unreachable(tmp_path: Path) -> Path:
+    path = tmp_path / "unit.yaml"
+    path.write_text(UNREACHABLE.format(key=tmp_path / "no-such-key"))
+    return path
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*")) if path.exists() else []
+
 
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
-    assert result.exit_code == 0 and __version__ in result.output
+    assert result.exit_code == 0
+    assert result.output.strip() == f"provisioner {__version__}"
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "cluster" in result.output and "inventory" in result.output and "Traceback" not in result.output
 
 
 def test_plan_table(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["cluster", "plan", "-f", str(HA), "--state-dir", str(tmp_path)])
+    result = runner.invoke(app, ["cluster", "plan", "-f", str(HA), "--state-dir", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
-    for text in ("cluster ha", "kubernetes v1.37.2", "control-plane: cp1, cp2, cp3", "10.233.64.0/24", "plays"):
+    for text in (
+        "cluster ha",
+        "kubernetes v1.37.2",
+        "etcd: cp1, cp2, cp3",
+        "control-plane: cp1, cp2, cp3",
+        "worker: w1, w2",
+        "10.233.64.0/24 (new)",
+        "10.233.68.0/24 (new)",
+        "plays that create runs",
+    ):
         assert text in result.output, text
+    assert files_under(tmp_path / "state") == [], "plan writes nothing"
 
 
 def test_plan_json_has_roles_blocks_and_plays(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["cluster", "plan", "-f", str(HA), "--state-dir", str(tmp_path), "--output", "json"])
+    state = tmp_path / "state"
+    result = runner.invoke(app, ["cluster", "plan", "-f", str(HA), "--state-dir", str(state), "--output", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["roles"]["worker"] == ["w1", "w2"]
-    blocks = [n["pod_block"] for n in data["nodes"]]
-    assert len(set(blocks)) == len(blocks) == 5
-    assert any("Etcd" in p["name"] for p in data["plays"])
-    assert not any(tmp_path.iterdir()) or not (tmp_path / "ha" / "pod-blocks.yaml").exists()  # plan writes nothing
+    assert data["cluster"] == "ha" and data["versions"]["kubernetes"] == "v1.37.2"
+    assert data["roles"] == {"etcd": ["cp1", "cp2", "cp3"], "control-plane": ["cp1", "cp2", "cp3"], "worker": ["w1", "w2"]}
+    assert [(n["name"], n["pod_block"], n["new_block"]) for n in data["nodes"]] == [
+        ("cp1", "10.233.64.0/24", True),
+        ("cp2", "10.233.65.0/24", True),
+        ("cp3", "10.233.66.0/24", True),
+        ("w1", "10.233.67.0/24", True),
+        ("w2", "10.233.68.0/24", True),
+    ]
+    assert data["plays"] == plan.plays() and data["plays"], "the plays of playbooks/cluster.yml, in order"
+    assert all(p["name"] and p["hosts"] for p in data["plays"])
+    assert files_under(state) == []
+
+
+def test_plan_shows_recorded_blocks(tmp_path: Path) -> None:
+    cdir = ClusterDir.for_cluster("ha", tmp_path)
+    cdir.write_blocks({"cp1": "10.233.70.0/24"})
+    result = runner.invoke(app, ["cluster", "plan", "-f", str(HA), "--state-dir", str(tmp_path), "-o", "json"])
+    nodes = {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert nodes["cp1"]["pod_block"] == "10.233.70.0/24" and not nodes["cp1"]["new_block"]
+    assert nodes["cp2"]["pod_block"] == "10.233.64.0/24" and nodes["cp2"]["new_block"]
 
 
 def test_inventory_generate_to_a_directory(tmp_path: Path) -> None:
-    out = tmp_path / "inv"
-    result = runner.invoke(
-        app, ["inventory", "generate", "-f", str(HA), "-o", str(out), "--state-dir", str(tmp_path / "s")]
-    )
+    out, state = tmp_path / "inv", tmp_path / "state"
+    result = runner.invoke(app, ["inventory", "generate", "-f", str(HA), "-o", str(out), "--state-dir", str(state)])
     assert result.exit_code == 0, result.output
-    assert (out / "hosts.yaml").exists() and (out / "group_vars" / "all.yml").exists()
-    assert "kube_control_plane" in (out / "hosts.yaml").read_text()
+    assert f"inventory written to {out}" in result.output
+    assert sorted(str(p.relative_to(out)) for p in files_under(out)) == ["group_vars", "group_vars/all.yml", "hosts.yaml"]
+    assert "kube_control_plane:" in (out / "hosts.yaml").read_text()
+    assert files_under(state) == [], "-o writes only there"
 
 
-def test_bad_file_exits_2_one_line_per_problem_and_writes_nothing(tmp_path: Path) -> None:
-    bad = tmp_path / "cluster.yaml"
-    bad.write_text(
-        "name: bad\nkubernetes: {version: v1.0.0}\nnetwrok: {}\nnodes:\n"
-        "  - {name: cp1, address: 10.0.0.1, roles: [etcd, control-plane]}\n"
-        "  - {name: cp1, address: 10.0.0.1, roles: [worker]}\n"
-    )
-    state = tmp_path / "state"
-    for args in (["cluster", "plan"], ["cluster", "create"], ["inventory", "generate"]):
-        result = runner.invoke(app, [*args, "-f", str(bad), "--state-dir", str(state)])
-        assert result.exit_code == 2, (args, result.output)
-        assert "Traceback" not in result.output
-        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-        assert any("netwrok: unknown key; did you mean `network`?" in e for e in errors), errors
-        assert not state.exists(), "nothing may be written for a bad file"
-    # the pydantic problem (unknown key) is reported; after fixing it, the rule problems all come at once
-    bad.write_text(bad.read_text().replace("netwrok: {}\n", ""))
-    result = runner.invoke(app, ["cluster", "plan", "-f", str(bad), "--state-dir", str(state)])
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert result.exit_code == 2 and len(errors) >= 3, result.output
-    assert any("kubernetes.version" in e for e in errors) and any("nodes[1].name" in e for e in errors)
-    assert any("nodes[1].address" in e for e in errors)
+def test_inventory_generate_into_the_cluster_directory(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["inventory", "generate", "-f", str(HA), "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    cdir = ClusterDir.for_cluster("ha", tmp_path)
+    assert (cdir.inventory / "hosts.yaml").exists() and cdir.read_blocks()["w2"] == "10.233.68.0/24"
+    assert oct(cdir.root.stat().st_mode & 0o777) == "0o700"
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["cluster", "plan", "-f", str(tmp_path / "nope.yaml")])
-    assert result.exit_code == 2 and "cannot read the cluster file" in result.output
-    assert "Traceback" not in result.output
+BAD = """\
+name: bad
+kubernetes: {version: v1.0.0}
+netwrok: {}
+nodes:
+  - {name: cp1, address: 10.0.0.1, roles: [etcd, control-plane]}
+  - {name: cp1, address: 10.0.0.1, roles: [worker]}
+"""
 
 
 @pytest.mark.parametrize(
     "args",
     [
-        ["cluster", "reset"],
-        ["cluster", "remove-node", "w1"],
-        ["cluster", "certs", "renew"],
-        ["cluster", "etcd", "restore", "SNAPSHOT"],
+        ["cluster", "plan"],
+        ["cluster", "create"],
+        ["cluster", "preflight"],
+        ["cluster", "reset", "--yes"],
+        ["inventory", "generate"],
     ],
+    ids=lambda a: " ".join(a),
 )
-def test_destructive_commands_need_yes_without_a_terminal(args: list[str], tmp_path: Path) -> None:
+def test_a_bad_file_exits_2_one_line_per_problem_and_writes_nothing(
+    args: list[str], tmp_path: Path, executed: list[str]
+) -> None:
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text(BAD)
+    state = tmp_path / "state"
+    result = runner.invoke(app, [*args, "-f", str(bad), "--state-dir", str(state)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.splitlines()
+    assert all(line.startswith(f"error: {bad}: ") for line in lines), lines
+    problems = [line.removeprefix(f"error: {bad}: ") for line in lines]
+    for field, says in (
+        ("netwrok", "did you mean `network`?"),
+        ("kubernetes.version", "is not supported"),
+        ("nodes[1].name", "must be unique"),
+        ("nodes[1].address", "already used by nodes[0]"),
+    ):
+        assert any(p.startswith(f"{field}: ") and says in p for p in problems), (field, problems)
+    assert len(problems) == len(spec_problems(bad)), "one line per problem, each once"
+    assert files_under(state) == [] and files_under(tmp_path / "clusters") == []
+    assert executed == []
+
+
+def spec_problems(path: Path) -> list[str]:
+    with pytest.raises(spec.SpecError) as caught:
+        spec.load(path)
+    return caught.value.problems
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["cluster", "plan", "-f", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'nope.yaml'}: cannot read the cluster file: No such file or directory"
+
+
+def test_the_default_file_is_cluster_yaml_in_the_working_directory() -> None:
+    result = runner.invoke(app, ["cluster", "plan"])
+    assert result.exit_code == 2 and "cluster.yaml: cannot read the cluster file" in result.output
+
+
+CHANGES_NODES = [
+    ["cluster", "reset"],
+    ["cluster", "remove-node", "w1"],
+    ["cluster", "certs", "renew"],
+    ["cluster", "etcd", "restore", "SNAPSHOT"],
+]
+
+
+def _args(args: list[str], tmp_path: Path) -> list[str]:
     snapshot = tmp_path / "etcd.db"
     snapshot.write_bytes(b"snapshot")
-    args = [str(snapshot) if a == "SNAPSHOT" else a for a in args]
-    result = runner.invoke(app, [*args, "-f", str(HA), "--state-dir", str(tmp_path)])
+    return [str(snapshot) if a == "SNAPSHOT" else a for a in args]
+
+
+@pytest.mark.parametrize("args", CHANGES_NODES, ids=lambda a: " ".join(a[1:]))
+def test_commands_that_change_nodes_need_yes_without_a_terminal(
+    args: list[str], tmp_path: Path, unreachable: Path, executed: list[str]
+) -> None:
+    state = tmp_path / "state"
+    result = runner.invoke(app, [*_args(args, tmp_path), "-f", str(unreachable), "--state-dir", str(state)])
     assert result.exit_code == 2, result.output
-    assert "add --yes to confirm" in result.output
-    assert not (tmp_path / "ha" / "logs").exists()  # refused before any run
+    [line] = result.output.splitlines()
+    assert line.startswith(f"error: cluster {args[1]}") and line.endswith("; add --yes to confirm"), line
+    assert executed == [], "refused before any phase"
+    assert files_under(state) == [], "refused before the cluster directory (and its log) was made"
+
+
+@pytest.mark.parametrize("args", CHANGES_NODES, ids=lambda a: " ".join(a[1:]))
+def test_with_yes_the_same_commands_go_ahead(
+    args: list[str], tmp_path: Path, unreachable: Path, executed: list[str]
+) -> None:
+    """The control for the test above: --yes is what was missing (phases are recorded, not run)."""
+    state = tmp_path / "state"
+    result = runner.invoke(app, [*_args(args, tmp_path), "--yes", "-f", str(unreachable), "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert executed == [{"reset": "reset", "remove-node": "remove-node"}.get(args[1], f"{args[1]}-{args[2]}")]
+
+
+def test_etcd_restore_names_a_missing_snapshot(tmp_path: Path, unreachable: Path, executed: list[str]) -> None:
+    missing = tmp_path / "nope.db"
+    result = runner.invoke(
+        app, ["cluster", "etcd", "restore", str(missing), "--yes", "-f", str(unreachable), "--state-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and f"snapshot {missing} does not exist" in result.output
+    assert executed == []
+
+
+def test_certs_check(tmp_path: Path, unreachable: Path) -> None:
+    state = tmp_path / "state"
+    args = ["cluster", "certs", "check", "-f", str(unreachable), "--state-dir", str(state)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "no certificates in" in result.output and "run `cluster create` first" in result.output
+    pki.ensure(spec.load(unreachable), ClusterDir.for_cluster("unit", state).pki, "10.233.0.1", 6444)
+    result = runner.invoke(app, [*args, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["path"]: r for r in json.loads(result.stdout)}
+    assert rows["ca.crt"]["days_left"] > 3000 and rows["apiserver.crt"]["days_left"] >= 364
 
 
 def test_completion_is_offered() -> None:
