@@ -56,3 +56,19 @@ def debian_mirror() -> str:
 
 def mirror_url() -> str:
     return os.environ.get("PROVISIONER_DEBIAN_MIRROR") or debian_mirror()
+
+
+def processes() -> list[tuple[int, list[bytes]]]:
+    """Every process on this host with its command line (argv), for finding what a lab
+    left behind; processes that end while being read are skipped."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0]:
+            out.append((int(entry.name), argv))
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provisioner.lab.host import LabError, run
+from provisioner.lab.host import LabError, processes, run
 
 # Only the machine-container needs these; a VM has them by nature (see LAB.md).
 NODE_PREP_UNIT = """\
@@ -279,26 +279,16 @@ def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
     (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
 
 
-def _argv(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
 def machines_running(lab: str) -> dict[str, int]:
     """Every systemd-nspawn on this host whose machine name is ``<lab>-...``, whoever
     started it (another state directory, a killed run): machine -> pid."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        argv = _argv(int(entry.name))
-        if not argv or not argv[0].endswith(b"systemd-nspawn"):
+    for pid, argv in processes():
+        if not argv[0].endswith(b"systemd-nspawn"):
             continue
         for flag, value in itertools.pairwise(argv):
             if flag == b"-M" and value.startswith(f"{lab}-".encode()):
-                found[value.decode()] = int(entry.name)
+                found[value.decode()] = pid
     return found
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from provisioner.lab.host import CACHE_ROOT, LabError, mirror_url, run
+from provisioner.lab.host import CACHE_ROOT, LabError, mirror_url, processes, run
 
 APT_PROXY_PORT = 3142
 MIRROR_PORT = 8088
@@ -67,26 +67,14 @@ def kill_stale(lab: str, host_ip: str | None) -> int:
     """Kill this lab's apt proxy and artifact server left by another state directory or a
     killed run (found by their command lines); return how many were killed."""
     killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        proxy = (
-            bool(argv)
-            and argv[0].endswith(b"apt-cacher-ng")
-            and any(a.endswith(f"/{lab}/lab/apt-proxy".encode()) for a in argv)
-        )
+    for pid, argv in processes():
+        proxy = argv[0].endswith(b"apt-cacher-ng") and any(a.endswith(f"/{lab}/lab/apt-proxy".encode()) for a in argv)
         server = (
-            b"provisioner.mirror.serve" in argv
-            and host_ip is not None
-            and (f"{host_ip}:{MIRROR_PORT}".encode() in argv)
+            b"provisioner.mirror.serve" in argv and host_ip is not None and f"{host_ip}:{MIRROR_PORT}".encode() in argv
         )
         if proxy or server:
             try:
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
             except ProcessLookupError:
                 pass
