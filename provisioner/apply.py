@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from provisioner import artifacts, inventory, pki, preflight
 from provisioner.progress import PlaybookProgress
 from provisioner.runner import PlaybookFailed, RunResult, run_playbook
-from provisioner.spec import ClusterSpec
+from provisioner.spec import ClusterSpec, Node
 from provisioner.state import ClusterDir
 from provisioner.versions import release
 
@@ -49,16 +49,25 @@ class PreflightFailedError(Exception):
 
 
 class Preflight:
+    """Read-only checks of the hosts over SSH before any change. ``leave_out`` names nodes
+    not to check (remove-node: the node being removed may already be gone)."""
+
     title = "preflight"
+
+    def __init__(self, leave_out: list[str] | None = None):
+        self.leave_out = set(leave_out or [])
+
+    def _nodes(self, ctx: Context) -> list[Node]:
+        return [n for n in ctx.spec.nodes if n.name not in self.leave_out]
 
     def should_run(self, ctx: Context) -> bool:
         return True
 
     def dry_run(self, ctx: Context) -> str:
-        return f"check {len(ctx.spec.nodes)} hosts over SSH (read-only)"
+        return f"check {len(self._nodes(ctx))} hosts over SSH (read-only)"
 
     def run(self, ctx: Context) -> None:
-        ctx.reports = preflight.run(ctx.spec)
+        ctx.reports = preflight.run(ctx.spec, self._nodes(ctx))
         if not all(r.ok for r in ctx.reports):
             raise preflight.PreflightFailed(ctx.reports)
 
@@ -349,14 +358,6 @@ class ScalePlaybook:
         Playbook("scale.yml").run(ctx)
 
 
-class PreflightNew(Preflight):
-    def run(self, ctx: Context) -> None:
-        names = set(new_nodes(ctx))
-        ctx.reports = preflight.run(ctx.spec, [n for n in ctx.spec.nodes if n.name in names])
-        if not all(r.ok for r in ctx.reports):
-            raise preflight.PreflightFailed(ctx.reports)
-
-
 class MembershipGuard:
     """create on a running cluster must not bootstrap new etcd members as a new cluster:
     members join through `cluster scale` (member add)."""
@@ -394,7 +395,7 @@ def create_phases() -> list[Phase]:
 
 
 def scale_phases() -> list[Phase]:
-    return [VersionGuard(), PreflightNew(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
+    return [VersionGuard(), Preflight(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
 
 
 class EtcdRestore:
@@ -496,11 +497,11 @@ class RemoveNodes:
 
 
 def remove_phases(names: list[str]) -> list[Phase]:
-    return [Inventory(), RemoveNodes(names)]
+    return [Preflight(leave_out=names), Inventory(), RemoveNodes(names)]
 
 
 def backup_phases() -> list[Phase]:
-    return [Inventory(), EtcdBackup("manual")]
+    return [Preflight(), Inventory(), EtcdBackup("manual")]
 
 
 def reset_phases(backup: bool = True) -> list[Phase]:
