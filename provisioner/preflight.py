@@ -136,7 +136,7 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
             "swap",
             swaps == 0,
             "off" if swaps == 0 else f"{swaps} swap device(s) on; create turns swap off",
-            warning=True,
+            warning=swaps != 0,
         )
     )
     cg = {"cgroup2fs": 2, "tmpfs": 1}.get(facts.get("cgroupfs", ""), None)

@@ -345,6 +345,8 @@ def check(spec: ClusterSpec) -> list[str]:
     for i, rr in enumerate(net.route_reflectors):
         if rr not in names:
             p.append(f"network.route_reflectors[{i}]: {rr!r} is not a node in `nodes`")
+        elif rr in net.route_reflectors[:i]:
+            p.append(f"network.route_reflectors[{i}]: {rr!r} is listed twice; list each reflector once")
     if not 1 <= net.bgp_asn <= 4294967295:
         p.append("network.bgp_asn: must be between 1 and 4294967295")
     if not _DNS1123_SUBDOMAIN.match(spec.kubernetes.cluster_domain):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ class Manifest:
         raise KeyError(f"{name} {version or ''}".strip())
 
     def versions(self, name: str) -> list[str]:
-        return sorted({a.version for a in self.artifacts if a.name == name})
+        """Oldest first, numbers compared as numbers (v2.10.0 is newer than v2.9.1)."""
+        return sorted({a.version for a in self.artifacts if a.name == name}, key=_version_key)
 
     def replace(self, new: list[Artifact]) -> None:
         """Put ``new`` in, dropping older entries with the same path."""
@@ -74,6 +76,10 @@ class Manifest:
         if not path.exists():
             return cls()
         return cls.from_json(path.read_text())
+
+
+def _version_key(version: str) -> tuple[tuple[int, ...], str]:
+    return tuple(int(n) for n in re.findall(r"\d+", version)), version
 
 
 def sha256_file(path: Path) -> str:

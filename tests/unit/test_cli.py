@@ -98,7 +98,11 @@ def test_plan_json_has_roles_blocks_and_plays(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["cluster"] == "ha" and data["versions"]["kubernetes"] == "v1.37.2"
-    assert data["roles"] == {"etcd": ["cp1", "cp2", "cp3"], "control-plane": ["cp1", "cp2", "cp3"], "worker": ["w1", "w2"]}
+    assert data["roles"] == {
+        "etcd": ["cp1", "cp2", "cp3"],
+        "control-plane": ["cp1", "cp2", "cp3"],
+        "worker": ["w1", "w2"],
+    }
     assert [(n["name"], n["pod_block"], n["new_block"]) for n in data["nodes"]] == [
         ("cp1", "10.233.64.0/24", True),
         ("cp2", "10.233.65.0/24", True),
@@ -125,7 +129,11 @@ def test_inventory_generate_to_a_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["inventory", "generate", "-f", str(HA), "-o", str(out), "--state-dir", str(state)])
     assert result.exit_code == 0, result.output
     assert f"inventory written to {out}" in " ".join(result.output.split())  # rich wraps at 80 columns
-    assert sorted(str(p.relative_to(out)) for p in files_under(out)) == ["group_vars", "group_vars/all.yml", "hosts.yaml"]
+    assert sorted(str(p.relative_to(out)) for p in files_under(out)) == [
+        "group_vars",
+        "group_vars/all.yml",
+        "hosts.yaml",
+    ]
     assert "kube_control_plane:" in (out / "hosts.yaml").read_text()
     assert files_under(state) == [], "-o writes only there"
 
@@ -192,7 +200,10 @@ def spec_problems(path: Path) -> list[str]:
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["cluster", "plan", "-f", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: {tmp_path / 'nope.yaml'}: cannot read the cluster file: No such file or directory"
+    assert (
+        result.output.strip()
+        == f"error: {tmp_path / 'nope.yaml'}: cannot read the cluster file: No such file or directory"
+    )
 
 
 def test_the_default_file_is_cluster_yaml_in_the_working_directory() -> None:
@@ -252,7 +263,11 @@ def test_certs_check(tmp_path: Path, unreachable: Path) -> None:
     state = tmp_path / "state"
     args = ["cluster", "certs", "check", "-f", str(unreachable), "--state-dir", str(state)]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "no certificates in" in result.output and "run `cluster create` first" in result.output
+    assert (
+        result.exit_code == 1
+        and "no certificates in" in result.output
+        and "run `cluster create` first" in result.output
+    )
     pki.ensure(spec.load(unreachable), ClusterDir.for_cluster("unit", state).pki, "10.233.0.1", 6444)
     result = runner.invoke(app, [*args, "-o", "json"])
     assert result.exit_code == 0, result.output

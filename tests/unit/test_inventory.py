@@ -147,9 +147,7 @@ def test_blocks_outside_the_subnet_or_shared_are_reassigned() -> None:
 
 
 def _cluster_file(path: Path, workers: list[str]) -> Path:
-    nodes = "".join(
-        f"  - {{name: {n}, address: 192.168.250.{21 + int(n[1:])}, roles: [worker]}}\n" for n in workers
-    )
+    nodes = "".join(f"  - {{name: {n}, address: 192.168.250.{21 + int(n[1:])}, roles: [worker]}}\n" for n in workers)
     path.write_text(
         "name: blocks\nnodes:\n  - {name: cp1, address: 192.168.250.11, roles: [etcd, control-plane]}\n" + nodes
     )
@@ -171,7 +169,9 @@ def test_the_cli_persists_blocks_in_the_cluster_directory(tmp_path: Path) -> Non
     assert yaml.safe_load((state / "blocks" / "pod-blocks.yaml").read_text()) == first
     # a new node first in the file: plan marks only it new, and generate renumbers no one
     _cluster_file(tmp_path / "cluster.yaml", ["w0", "w1", "w2", "w3"])
-    plan = runner.invoke(app, ["cluster", "plan", "-f", str(tmp_path / "cluster.yaml"), "--state-dir", str(state), "-o", "json"])
+    plan = runner.invoke(
+        app, ["cluster", "plan", "-f", str(tmp_path / "cluster.yaml"), "--state-dir", str(state), "-o", "json"]
+    )
     assert [n["name"] for n in json.loads(plan.stdout)["nodes"] if n["new_block"]] == ["w0"]
     assert runner.invoke(app, generate).exit_code == 0
     grown = _blocks_in_inventory(state)

@@ -1,7 +1,7 @@
-"""Unit tests of the mirror's data: manifest round trip, sha256 verification (a corrupted
-or missing file is caught and named), the OCI layout (index.json, blobs, digests that
-match their content), the per-group download lists, and the pinned versions agreeing
-with the Go modules that build them."""
+"""Unit tests of the mirror's data (provisioner.mirror, provisioner.artifacts): manifest
+round trip, sha256 verification (a corrupted, resized or missing file is caught and
+named), the OCI image layout (index, manifest and blob digests that match their bytes),
+and the per-group download lists built from a manifest and a Release."""
 
 from __future__ import annotations
 
@@ -9,33 +9,34 @@ import hashlib
 import io
 import json
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from provisioner import artifacts
+from provisioner.cli import app
 from provisioner.mirror import oci
-from provisioner.mirror.build import module_requirement
-from provisioner.mirror.manifest import Artifact, Manifest, VerifyError, describe, verify
-from provisioner.versions import RELEASES, Release, release
+from provisioner.mirror.manifest import Artifact, Manifest, VerifyError, describe, sha256_file, verify
+from provisioner.versions import Release, release
 
-ROOT = Path(__file__).resolve().parents[2]
+REL = Release(kubernetes="v1.37.2", etcd="v3.6.16", coredns="v1.14.7", pause="3.10")
 
 
 def _mirror(tmp_path: Path) -> tuple[Path, Manifest]:
     root = tmp_path / "mirror"
-    (root / "kubernetes/v1.37.2").mkdir(parents=True)
-    (root / "etcd/v3.6.16").mkdir(parents=True)
-    a = root / "kubernetes/v1.37.2/kubelet"
-    a.write_bytes(b"kubelet binary")
-    b = root / "etcd/v3.6.16/etcd"
-    b.write_bytes(b"etcd binary")
-    m = Manifest(
-        [
-            describe(root, a, name="kubelet", version="v1.37.2", component="kubernetes"),
-            describe(root, b, name="etcd", version="v3.6.16", component="etcd"),
-        ]
-    )
+    files = {
+        ("kubelet", "v1.37.2", "kubernetes"): b"kubelet binary",
+        ("etcd", "v3.6.16", "etcd"): b"etcd binary",
+    }
+    entries = []
+    for (name, version, component), data in files.items():
+        path = root / component / version / "linux" / "amd64" / name
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+        entries.append(describe(root, path, name=name, version=version, component=component))
+    m = Manifest(entries, {"built_by": "a test"})
     m.write(root)
     return root, m
 
@@ -43,98 +44,206 @@ def _mirror(tmp_path: Path) -> tuple[Path, Manifest]:
 def test_manifest_round_trip(tmp_path: Path) -> None:
     root, m = _mirror(tmp_path)
     again = Manifest.read(root)
-    assert again.artifacts == m.artifacts
-    assert again.find("kubelet", "v1.37.2").sha256 == hashlib.sha256(b"kubelet binary").hexdigest()
-    assert again.find("kubelet", "v1.37.2").location("http://10.0.0.1:8088/") == (
-        "http://10.0.0.1:8088/kubernetes/v1.37.2/kubelet"
-    )
+    assert again == m
+    kubelet = again.find("kubelet", "v1.37.2")
+    assert kubelet.path == "kubernetes/v1.37.2/linux/amd64/kubelet"
+    assert kubelet.sha256 == hashlib.sha256(b"kubelet binary").hexdigest() and kubelet.size == len(b"kubelet binary")
+    assert kubelet.location("http://10.0.0.1:8088/") == "http://10.0.0.1:8088/kubernetes/v1.37.2/linux/amd64/kubelet"
+    with pytest.raises(KeyError, match=r"kubelet v1\.36\.3"):
+        again.find("kubelet", "v1.36.3")
+    assert not (root / "manifest.tmp").exists(), "written through a temporary file, then renamed"
 
 
-def test_verify_passes_then_names_the_corrupted_and_the_missing_file(tmp_path: Path) -> None:
+def test_a_manifest_of_another_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="manifest format 2 is not 1"):
+        Manifest.from_json(json.dumps({"format": 2, "artifacts": []}))
+    assert Manifest.read(tmp_path) == Manifest(), "no manifest.json reads as empty"
+
+
+def test_replace_drops_entries_with_the_same_path_only() -> None:
+    old = Artifact("runc", "1.1.5", "runc/1.1.5/runc", "a" * 64, 1, component="runc")
+    other = Artifact("runc", "1.1.4", "runc/1.1.4/runc", "b" * 64, 1, component="runc")
+    m = Manifest([old, other])
+    new = Artifact("runc", "1.1.5", "runc/1.1.5/runc", "c" * 64, 2, component="runc")
+    m.replace([new])
+    assert m.artifacts == [other, new]
+
+
+def test_versions_are_ordered_as_numbers() -> None:
+    m = Manifest([Artifact("containerd", v, f"c/{v}", "0" * 64, 1) for v in ("v2.9.1", "v2.10.0", "v2.2.9")])
+    assert m.versions("containerd") == ["v2.2.9", "v2.9.1", "v2.10.0"]
+
+
+def test_verify_passes_on_a_good_mirror(tmp_path: Path) -> None:
     root, _ = _mirror(tmp_path)
     assert verify(root) == 2
-    (root / "kubernetes/v1.37.2/kubelet").write_bytes(b"kubelet binarY")  # same size, other bytes
-    (root / "etcd/v3.6.16/etcd").unlink()
+
+
+def test_verify_names_the_corrupted_resized_and_missing_files(tmp_path: Path) -> None:
+    root, m = _mirror(tmp_path)
+    kubelet = root / "kubernetes/v1.37.2/linux/amd64/kubelet"
+    kubelet.write_bytes(b"kubelet binarY")  # same size, other bytes
+    (root / "etcd/v3.6.16/linux/amd64/etcd").unlink()
     with pytest.raises(VerifyError) as caught:
         verify(root)
-    lines = str(caught.value).splitlines()
-    assert "kubernetes/v1.37.2/kubelet: sha256 does not match the manifest (corrupted or replaced)" in lines
-    assert "etcd/v3.6.16/etcd: missing" in lines
+    assert str(caught.value).splitlines() == [
+        "kubernetes/v1.37.2/linux/amd64/kubelet: sha256 does not match the manifest (corrupted or replaced)",
+        "etcd/v3.6.16/linux/amd64/etcd: missing",
+    ]
+    kubelet.write_bytes(b"kubelet")
+    with pytest.raises(VerifyError, match=r"^kubernetes/v1.37.2/linux/amd64/kubelet: size 7, manifest says 14$"):
+        verify(root, Manifest(m.artifacts[:1]))
 
 
 def test_verify_without_a_manifest_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(VerifyError, match="run `provisioner mirror build`"):
+    with pytest.raises(VerifyError, match=r"no manifest\.json, or it lists nothing; run `provisioner mirror build`"):
         verify(tmp_path)
 
 
+def test_mirror_verify_command(tmp_path: Path) -> None:
+    root, _ = _mirror(tmp_path)
+    result = CliRunner().invoke(app, ["mirror", "verify", "--dir", str(root)])
+    assert result.exit_code == 0 and f"mirror {root}: 2 artifacts verified" in " ".join(result.output.split())
+    (root / "etcd/v3.6.16/linux/amd64/etcd").write_bytes(b"etcd binarY")
+    result = CliRunner().invoke(app, ["mirror", "verify", "--dir", str(root)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: etcd/v3.6.16/linux/amd64/etcd: sha256 does not match the manifest (corrupted or replaced)"
+    ]
+
+
+# -- OCI ----------------------------------------------------------------------------------
+
+IMAGE = oci.Image(
+    "registry.local/hello:1.0",
+    [
+        oci.Entry("bin", directory=True),
+        oci.Entry("bin/hello", data=b"#!/bin/sh\necho hi\n", mode=0o755),
+        oci.Entry("bin/hi", link="hello"),
+    ],
+    ["/bin/hello"],
+)
+
+
+def _blob(files: dict[str, bytes], descriptor: dict[str, object]) -> bytes:
+    algorithm, hexdigest = str(descriptor["digest"]).split(":")
+    assert algorithm == "sha256"
+    data = files[f"blobs/sha256/{hexdigest}"]
+    assert hashlib.sha256(data).hexdigest() == hexdigest and len(data) == descriptor["size"], descriptor
+    return data
+
+
 def test_oci_tarball_layout_and_digests(tmp_path: Path) -> None:
-    image = oci.Image(
-        "registry.local/hello:1.0",
-        [oci.Entry("bin", directory=True), oci.Entry("bin/hello", data=b"#!/bin/sh\necho hi\n", mode=0o755)],
-        ["/bin/hello"],
-    )
-    tarball = oci.write_tarball(image, tmp_path / "hello.oci.tar")
+    tarball = oci.write_tarball(IMAGE, tmp_path / "hello.oci.tar")
     with tarfile.open(tarball) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
-    for path, data in files.items():
-        if path.startswith("blobs/sha256/"):
-            assert path.rsplit("/", 1)[1] == hashlib.sha256(data).hexdigest(), path
+    blobs = [p for p in files if p.startswith("blobs/sha256/")]
+    assert len(blobs) == 3, "layer, config, manifest"
+    for path in blobs:  # content-addressed: every blob's name is its sha256
+        assert path.rsplit("/", 1)[1] == hashlib.sha256(files[path]).hexdigest(), path
     index = json.loads(files["index.json"])
     [entry] = index["manifests"]
-    assert entry["annotations"]["io.containerd.image.name"] == "registry.local/hello:1.0"
-    manifest_blob = files["blobs/sha256/" + entry["digest"].split(":")[1]]
-    assert entry["size"] == len(manifest_blob)
-    manifest = json.loads(manifest_blob)
-    config = json.loads(files["blobs/sha256/" + manifest["config"]["digest"].split(":")[1]])
-    assert config["config"]["Entrypoint"] == ["/bin/hello"]
+    assert entry["mediaType"] == oci.MT_MANIFEST
+    assert entry["annotations"] == {
+        "io.containerd.image.name": "registry.local/hello:1.0",
+        "org.opencontainers.image.ref.name": "1.0",
+    }
+    manifest = json.loads(_blob(files, entry))
+    config = json.loads(_blob(files, manifest["config"]))
+    assert manifest["config"]["mediaType"] == oci.MT_CONFIG
+    assert config["config"]["Entrypoint"] == ["/bin/hello"] and config["os"] == "linux"
     [layer] = manifest["layers"]
-    layer_data = files["blobs/sha256/" + layer["digest"].split(":")[1]]
-    assert layer["size"] == len(layer_data)
-    assert config["rootfs"]["diff_ids"] == [layer["digest"]]  # uncompressed layer
+    assert layer["mediaType"] == oci.MT_LAYER
+    layer_data = _blob(files, layer)
+    assert config["rootfs"]["diff_ids"] == [layer["digest"]], "an uncompressed layer: diff_id = digest"
     with tarfile.open(fileobj=io.BytesIO(layer_data)) as lt:
         hello = lt.getmember("bin/hello")
         assert hello.mode == 0o755 and lt.extractfile(hello).read() == b"#!/bin/sh\necho hi\n"  # type: ignore[union-attr]
-    # reproducible: the same image gives the same bytes
-    again = oci.write_tarball(image, tmp_path / "again.oci.tar")
-    assert again.read_bytes() == tarball.read_bytes()
+        assert lt.getmember("bin/hi").issym() and lt.getmember("bin/hi").linkname == "hello"
+        assert lt.getmember("bin").isdir() and hello.mtime == 0 and hello.uid == 0
 
 
-def test_downloads_name_what_is_missing(tmp_path: Path) -> None:
-    _, m = _mirror(tmp_path)
-    with pytest.raises(artifacts.ArtifactError, match="the mirror has no "):
-        artifacts.downloads(m, release("v1.37.2"), "http://mirror")
+def test_oci_layout_is_reproducible(tmp_path: Path) -> None:
+    a = oci.write_tarball(IMAGE, tmp_path / "a.oci.tar")
+    b = oci.write_tarball(IMAGE, tmp_path / "b.oci.tar")
+    assert sha256_file(a) == sha256_file(b)
+    changed = oci.Image(IMAGE.name, [*IMAGE.entries[:1], oci.Entry("bin/hello", data=b"other", mode=0o755)], ["/x"])
+    assert oci.build_layout(changed)["index.json"] != oci.build_layout(IMAGE)["index.json"]
 
 
-def test_downloads_carry_url_and_sha256() -> None:
-    names = {name for needs in artifacts.NEEDS.values() for name, _ in needs}
-    rel = release("v1.37.2")
+# -- downloads ----------------------------------------------------------------------------
+
+
+def _full_manifest(rel: Release, skip: str = "") -> Manifest:
     version_of = {"kubernetes": rel.kubernetes, "etcd": rel.etcd, "coredns": rel.coredns, "pause": rel.pause}
     keys = {name: key for needs in artifacts.NEEDS.values() for name, key in needs}
-    m = Manifest(
+    return Manifest(
         [
             Artifact(
                 name=n,
                 version=version_of.get(keys[n], "1.0"),
-                path=f"x/{n}",
+                path=f"{keys[n]}/{n}",
                 sha256=hashlib.sha256(n.encode()).hexdigest(),
                 size=1,
-                component=keys[n],
+                component={"*": "misc"}.get(keys[n], keys[n]),
+                kind="image" if n.startswith("image-") else "binary",
             )
-            for n in sorted(names)
+            for n in sorted(keys)
+            if n != skip
         ]
     )
-    out = artifacts.downloads(m, rel, "http://mirror:8088")
+
+
+def test_downloads_carry_url_and_sha256() -> None:
+    m = _full_manifest(REL)
+    out = artifacts.downloads(m, REL, "http://mirror:8088/")
     assert set(out) == set(artifacts.NEEDS)
+    for group, needs in artifacts.NEEDS.items():
+        assert [d["name"] for d in out[group]] == [name for name, _ in needs]
     flat = {d["name"]: d for items in out.values() for d in items}
-    assert flat["kube-apiserver"]["url"] == "http://mirror:8088/x/kube-apiserver"
-    assert flat["kube-apiserver"]["sha256"] == hashlib.sha256(b"kube-apiserver").hexdigest()
-    assert flat["kube-apiserver"]["version"] == "v1.37.2"
+    for a in m.artifacts:
+        assert flat[a.name]["url"] == f"http://mirror:8088/{a.path}", "files_repo + path"
+        assert flat[a.name]["sha256"] == a.sha256 == hashlib.sha256(a.name.encode()).hexdigest()
+    assert flat["kube-apiserver"]["version"] == "v1.37.2" and flat["etcd"]["version"] == "v3.6.16"
+    assert flat["kube-apiserver"]["link"] == "/usr/local/bin/kube-apiserver"
+    assert flat["image-pause"]["link"] is None
 
 
-@pytest.mark.parametrize("rel", RELEASES, ids=lambda r: r.kubernetes)
-def test_pinned_versions_match_the_go_modules(rel: Release) -> None:
-    minor = ".".join(rel.kubernetes.lstrip("v").split(".")[:2])
-    assert module_requirement(ROOT / "mirror/go" / f"kubernetes-{minor}", "k8s.io/kubernetes") == rel.kubernetes
-    assert module_requirement(ROOT / "mirror/go/etcd", "go.etcd.io/etcd/server/v3") == rel.etcd
-    assert module_requirement(ROOT / "mirror/go/coredns", "github.com/coredns/coredns") == rel.coredns
+def test_downloads_follow_the_release() -> None:
+    older = Release(kubernetes="v1.36.3", etcd=REL.etcd, coredns=REL.coredns, pause=REL.pause)
+    m = _full_manifest(REL)
+    m.artifacts += [replace(a, version="v1.36.3", path=f"old/{a.name}") for a in m.artifacts if a.version == "v1.37.2"]
+    flat = {d["name"]: d for items in artifacts.downloads(m, older, "http://m").values() for d in items}
+    assert flat["kubelet"]["version"] == "v1.36.3" and flat["kubelet"]["url"] == "http://m/old/kubelet"
+
+
+def test_unpinned_components_take_the_newest_version() -> None:
+    m = _full_manifest(REL)
+    base = m.find("containerd")
+    for v in ("v2.10.0", "v2.9.1"):
+        m.artifacts.append(replace(base, version=v, path=f"containerd/{v}/containerd"))
+    flat = {d["name"]: d for items in artifacts.downloads(m, REL, "http://m").values() for d in items}
+    assert flat["containerd"]["version"] == "v2.10.0"
+    assert flat["containerd"]["url"] == "http://m/containerd/v2.10.0/containerd"
+
+
+@pytest.mark.parametrize(
+    ("skip", "named"), [("etcdutl", "etcdutl v3.6.16"), ("runc", "runc"), ("kubelet", "kubelet v1.37.2")]
+)
+def test_a_missing_artifact_is_named(skip: str, named: str) -> None:
+    with pytest.raises(artifacts.ArtifactError) as caught:
+        artifacts.downloads(_full_manifest(REL, skip=skip), REL, "http://mirror")
+    assert str(caught.value).startswith(f"the mirror has no {named}; run `provisioner mirror build`")
+
+
+def test_a_version_the_mirror_lacks_is_named() -> None:
+    with pytest.raises(artifacts.ArtifactError, match=r"the mirror has no kubelet v1\.36\.3"):
+        artifacts.downloads(_full_manifest(REL), release("v1.36.3"), "http://mirror")
+
+
+def test_an_unreadable_files_repo_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(artifacts.ArtifactError, match=r"artifacts.files_repo: cannot read file://.*/manifest.json"):
+        artifacts.fetch_manifest(f"file://{tmp_path}")
+    root, m = _mirror(tmp_path)
+    assert artifacts.fetch_manifest(f"file://{root}/") == m

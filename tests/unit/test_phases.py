@@ -97,13 +97,15 @@ def test_upgrade_check_skew(tmp_path: Path) -> None:
 
 
 def test_create_refuses_a_version_change_before_contacting_any_node(tmp_path: Path) -> None:
-    """The sample's addresses are not reachable from here: a refusal that came from
-    preflight would name a host; the guard must answer first."""
+    """A refusal that came from preflight would name a host; the guard must answer first.
+    Should it not, nothing is reached: the nodes are in TEST-NET-1 (192.0.2.0/24, never
+    routed, unlike the sample's lab subnet) and the SSH key does not exist."""
     cdir = ClusterDir.for_cluster("ha", tmp_path).ensure()
     cdir.write_version("v1.36.3")
-    result = CliRunner().invoke(
-        app, ["cluster", "create", "-f", str(SAMPLES / "ha.yaml"), "--state-dir", str(tmp_path), "--quiet"]
-    )
+    text = (SAMPLES / "ha.yaml").read_text().replace("192.168.250.", "192.0.2.")
+    cluster = tmp_path / "ha.yaml"
+    cluster.write_text(text.replace("~/.ssh/id_ed25519", str(tmp_path / "no-such-key")))
+    result = CliRunner().invoke(app, ["cluster", "create", "-f", str(cluster), "--state-dir", str(tmp_path), "--quiet"])
     assert result.exit_code == 1
     assert "kubernetes.version: the cluster runs v1.36.3" in result.output
     assert "preflight" not in result.output

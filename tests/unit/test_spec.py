@@ -32,7 +32,9 @@ def _nodes(etcd: int, workers: int = 0) -> list[dict[str, Any]]:
         {"name": f"cp{i}", "address": f"192.168.250.{10 + i}", "roles": ["etcd", "control-plane"]}
         for i in range(1, etcd + 1)
     ]
-    nodes += [{"name": f"w{i}", "address": f"192.168.250.{100 + i}", "roles": ["worker"]} for i in range(1, workers + 1)]
+    nodes += [
+        {"name": f"w{i}", "address": f"192.168.250.{100 + i}", "roles": ["worker"]} for i in range(1, workers + 1)
+    ]
     return nodes
 
 
@@ -70,7 +72,13 @@ def assert_problem(lines: list[str], field: str, says: str) -> None:
 # (id, a good variant, a bad variant, the field path named, what the line says to do)
 RULES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ("cluster name is DNS-1123", {"name": "prod-1"}, {"name": "Prod_1"}, "name", "lowercase letters, digits, '-'"),
-    ("node name is DNS-1123", {"nodes.1.name": "worker-01"}, {"nodes.1.name": "Worker_01"}, "nodes[1].name", "DNS-1123"),
+    (
+        "node name is DNS-1123",
+        {"nodes.1.name": "worker-01"},
+        {"nodes.1.name": "Worker_01"},
+        "nodes[1].name",
+        "DNS-1123",
+    ),
     ("node name starts alphanumeric", {"nodes.1.name": "w-1"}, {"nodes.1.name": "-w1"}, "nodes[1].name", "DNS-1123"),
     ("node name ends alphanumeric", {"nodes.1.name": "w1a"}, {"nodes.1.name": "w1-"}, "nodes[1].name", "DNS-1123"),
     ("node name <= 63", {"nodes.1.name": "a" * 63}, {"nodes.1.name": "a" * 64}, "nodes[1].name", "DNS-1123"),
@@ -448,7 +456,9 @@ def test_bad_yaml_a_non_mapping_and_a_missing_file_are_one_line() -> None:
         spec.parse("")
     with pytest.raises(spec.SpecError) as caught:
         spec.load("/nonexistent/cluster.yaml")
-    assert caught.value.lines() == ["/nonexistent/cluster.yaml: cannot read the cluster file: No such file or directory"]
+    assert caught.value.lines() == [
+        "/nonexistent/cluster.yaml: cannot read the cluster file: No such file or directory"
+    ]
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)
@@ -470,3 +480,14 @@ def test_defaults_and_views() -> None:
     assert s.node("w1").address == "192.168.250.21"
     with pytest.raises(KeyError):
         s.node("nope")
+
+
+def test_a_route_reflector_listed_twice_is_named() -> None:
+    data = {
+        "name": "rr",
+        "network": {"route_reflectors": ["cp1", "cp1"]},
+        "nodes": [{"name": "cp1", "address": "192.0.2.11", "roles": ["etcd", "control-plane"]}],
+    }
+    with pytest.raises(spec.SpecError) as caught:
+        spec.from_dict(data)
+    assert caught.value.problems == ["network.route_reflectors[1]: 'cp1' is listed twice; list each reflector once"]
