@@ -193,17 +193,33 @@ def _prepare_cgroups(node: NodeSpec) -> list[Path]:
     return paths
 
 
-def _remove_cgroups(node: NodeSpec) -> None:
-    """Remove the node's cgroups (deepest first), then the lab's and our parent if empty."""
-    for path in node_cgroups(node):
+def _kill_members(paths: list[Path]) -> None:
+    """SIGKILL every process in these cgroup trees (a node's pods, a stale lab's nodes)."""
+    for procs in (f for path in paths if path.exists() for f in path.rglob("cgroup.procs")):
+        for p in procs.read_text().split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _remove_trees(paths: list[Path], parents: int) -> None:
+    """Remove these cgroup trees (deepest first), then up to ``parents`` levels above them
+    where they are left empty."""
+    for path in paths:
         if not path.exists():
             continue
         subs = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-        for sub in [*subs, path, path.parent, path.parent.parent]:
+        for sub in [*subs, path, *list(path.parents)[:parents]]:
             try:
                 sub.rmdir()
             except OSError:
                 pass
+
+
+def _remove_cgroups(node: NodeSpec) -> None:
+    """Remove the node's cgroups (deepest first), then the lab's and our parent if empty."""
+    _remove_trees(node_cgroups(node), parents=2)
 
 
 def boot(node: NodeSpec, state_dir: Path) -> int:
@@ -267,13 +283,7 @@ def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
             time.sleep(0.5)
         _reap(pid)
     # Processes left in the node's cgroups (pods) go with it.
-    for path in node_cgroups(node):
-        for procs in path.rglob("cgroup.procs") if path.exists() else ():
-            for p in procs.read_text().split():
-                try:
-                    os.kill(int(p), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    _kill_members(node_cgroups(node))
     time.sleep(0.2)
     _remove_cgroups(node)
     (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
@@ -303,20 +313,9 @@ def kill_stale(lab: str) -> list[str]:
             pass
     time.sleep(0.5 if running else 0)
     existing = [p for p in lab_cgroups(lab) if p.exists()]
-    for procs in (f for p in existing for f in p.rglob("cgroup.procs")):
-        for p in procs.read_text().split():
-            try:
-                os.kill(int(p), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    _kill_members(existing)
     time.sleep(0.2 if existing else 0)
-    for lab_cg in existing:
-        subs = sorted((p for p in lab_cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-        for d in (*subs, lab_cg, lab_cg.parent):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+    _remove_trees(existing, parents=1)
     return sorted(running)
 
 
