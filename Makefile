@@ -39,7 +39,7 @@ demo-down: setup
 lint: setup
 	$(VENV)/bin/ruff check provisioner tests bench
 	$(VENV)/bin/ruff format --check provisioner tests bench
-	$(VENV)/bin/ansible-lint -q playbooks roles
+	$(VENV)/bin/ansible-lint -q provisioner/playbooks
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from provisioner.inventory import assign_pod_blocks
-from provisioner.runner import PLAYBOOKS
+from provisioner.paths import PLAYBOOKS
 from provisioner.spec import ClusterSpec
 from provisioner.versions import release
 

@@ -16,9 +16,7 @@ from typing import Any
 
 import ansible_runner
 
-PROJECT_ROOT = Path(os.environ.get("PROVISIONER_HOME", Path(__file__).resolve().parents[1]))
-PLAYBOOKS = PROJECT_ROOT / "playbooks"
-ROLES = PROJECT_ROOT / "roles"
+from provisioner.paths import PLAYBOOKS, ROLES
 
 
 @dataclass

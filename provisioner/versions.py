@@ -1,7 +1,7 @@
 """The one table of what this release of provisioner supports.
 
 Each supported Kubernetes version names the component versions that go with it. The
-offline mirror builds exactly these (its Go modules under ``mirror/go`` pin the same
+offline mirror builds exactly these (its Go modules under ``provisioner/mirror/go`` pin the same
 versions, and a unit test keeps the two in step).
 """
 

@@ -1,5 +1,5 @@
 """Fill the offline artifact mirror: Kubernetes, etcd, containerd and CoreDNS built from
-their Go modules (pinned in ``mirror/go``), runc, CNI plugins and busybox from Debian's
+their Go modules (pinned in ``provisioner/mirror/go``), runc, CNI plugins and busybox from Debian's
 packages, and the pause, CoreDNS and test images as OCI tarballs.
 
 Every component is stamped with a hash of its inputs; an unchanged component is skipped,
@@ -21,9 +21,8 @@ from pathlib import Path
 from provisioner.lab.host import CACHE_ROOT
 from provisioner.mirror import oci
 from provisioner.mirror.manifest import Artifact, Manifest, describe
-from provisioner.runner import PROJECT_ROOT
+from provisioner.paths import GO_MODULES
 
-GO_MODULES = PROJECT_ROOT / "mirror" / "go"
 DEFAULT_DIR = CACHE_ROOT / "mirror"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "ptp")
@@ -104,7 +103,7 @@ class Builder:
     def go_build(
         self, module: str, binaries: dict[str, str], out: Path, ldflags: str = "-s -w", tags: tuple[str, ...] = ()
     ) -> bool:
-        """Build ``{binary name: package}`` of ``mirror/go/<module>`` into ``out``; False if fresh."""
+        """Build ``{binary name: package}`` of ``provisioner/mirror/go/<module>`` into ``out``; False if fresh."""
         mdir = GO_MODULES / module
         names, packages = list(binaries), list(binaries.values())
         sum_file = mdir / "go.sum"
@@ -128,7 +127,7 @@ class Builder:
                 cmd += ["-tags", ",".join(tags)]
             proc = subprocess.run([*cmd, pkg], cwd=mdir, env=self.go_env(), capture_output=True, text=True)
             if proc.returncode != 0:
-                raise MirrorBuildError(f"go build {pkg} (mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}")
+                raise MirrorBuildError(f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}")
         for name in names:
             (tmp / name).replace(out / name)
         shutil.rmtree(tmp)
@@ -150,7 +149,7 @@ class Builder:
         pinned = module_requirement(GO_MODULES / module, "k8s.io/kubernetes")
         if pinned != version:
             raise MirrorBuildError(
-                f"--kubernetes: {version} is not pinned; mirror/go/{module} pins {pinned or 'nothing'}"
+                f"--kubernetes: {version} is not pinned; provisioner/mirror/go/{module} pins {pinned or 'nothing'}"
             )
         ld = ["-s", "-w"]
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):

@@ -16,7 +16,7 @@ from provisioner.mirror.build import module_requirement
 from provisioner.versions import RELEASES, Release
 
 ROOT = Path(__file__).resolve().parents[2]
-GO = ROOT / "mirror" / "go"
+GO = ROOT / "provisioner" / "mirror" / "go"
 
 
 def required(module_dir: Path, path: str) -> str:
