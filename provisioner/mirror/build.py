@@ -127,7 +127,9 @@ class Builder:
                 cmd += ["-tags", ",".join(tags)]
             proc = subprocess.run([*cmd, pkg], cwd=mdir, env=self.go_env(), capture_output=True, text=True)
             if proc.returncode != 0:
-                raise MirrorBuildError(f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}")
+                raise MirrorBuildError(
+                    f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}"
+                )
         for name in names:
             (tmp / name).replace(out / name)
         shutil.rmtree(tmp)
