@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner import artifacts, inventory, pki, preflight
+from provisioner.errors import InputError
 from provisioner.progress import PlaybookProgress
 from provisioner.runner import PlaybookFailed, RunResult, run_playbook
 from provisioner.spec import ClusterSpec, Node
@@ -42,10 +43,6 @@ class Phase(Protocol):
     def dry_run(self, ctx: Context) -> str: ...
 
     def run(self, ctx: Context) -> None: ...
-
-
-class PreflightFailedError(Exception):
-    pass
 
 
 class Preflight:
@@ -209,7 +206,7 @@ class RecordNodes:
         ctx.cdir.write_version(ctx.spec.kubernetes.version)
 
 
-class VersionError(Exception):
+class VersionError(InputError):
     pass
 
 
@@ -298,7 +295,7 @@ def upgrade_phases(target: str) -> list[Phase]:
     ]
 
 
-class ScaleError(Exception):
+class ScaleError(InputError):
     pass
 
 

@@ -11,11 +11,12 @@ import urllib.request
 from pathlib import PurePosixPath
 from typing import Any
 
+from provisioner.errors import ProvisionerError
 from provisioner.mirror.manifest import Artifact, Manifest
 from provisioner.versions import Release
 
 
-class ArtifactError(Exception):
+class ArtifactError(ProvisionerError):
     pass
 
 

@@ -16,10 +16,10 @@ from provisioner import __version__, apply
 from provisioner import inventory as inv
 from provisioner import plan as plan_mod
 from provisioner import preflight as pre
-from provisioner.artifacts import ArtifactError
+from provisioner.errors import ProvisionerError
 from provisioner.lab.host import LabError
 from provisioner.lab.manager import DEFAULT_MIRROR, Lab
-from provisioner.runner import PlaybookFailed, RunResult
+from provisioner.runner import RunResult
 from provisioner.spec import ClusterSpec, SpecError, load
 from provisioner.state import ClusterDir
 from provisioner.versions import SUPPORTED_KUBERNETES
@@ -217,10 +217,10 @@ def run_phases(
         if output is not Output.json:
             err.print(preflight_table(exc.reports))
         fail(str(exc).splitlines())
-    except (PlaybookFailed, ArtifactError, inv.BlockError, apply.ScaleError, apply.VersionError) as exc:
+    except ProvisionerError as exc:
         if output is Output.json:
             emit_json({"ok": False, "error": str(exc), "results": [r.as_dict() for r in ctx.results]})
-        fail(str(exc).splitlines())
+        fail(exc.lines(), code=exc.exit_code)
     if dry_run:
         for line in done:
             out.print(line)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import yamlio
+from provisioner.errors import InputError
 from provisioner.spec import ClusterSpec
 from provisioner.versions import release
 
@@ -19,7 +20,7 @@ GROUPS = ("etcd", "kube_control_plane", "kube_node", "calico_rr")
 ROLE_GROUP = {"etcd": "etcd", "control-plane": "kube_control_plane", "worker": "kube_node"}
 
 
-class BlockError(Exception):
+class BlockError(InputError):
     """The pod subnet cannot hold every node."""
 
 

@@ -30,10 +30,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provisioner.errors import ProvisionerError
 from provisioner.spec import ClusterSpec
 
 CA_DAYS = 3650
 CERT_DAYS = 365
+
+
+class PkiError(ProvisionerError):
+    """The PKI in the cluster directory is incomplete or does not match the cluster."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,11 @@ class Pki:
         if crt.exists() and keyf.exists():
             return False
         if crt.exists() or keyf.exists():
-            raise RuntimeError(f"{crt} or {keyf} is missing while the other exists; restore it from a backup")
+            have, lost = (crt, keyf) if crt.exists() else (keyf, crt)
+            raise PkiError(
+                f"{lost} is missing while {have} exists; restore both from a backup of the cluster directory "
+                "(a new CA would not be trusted by the running cluster)"
+            )
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         cert = (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paramiko
 
+from provisioner.errors import ProvisionerError
 from provisioner.spec import ClusterSpec, Node
 
 SUPPORTED_OS = {"debian": ("12", "13"), "ubuntu": ("22.04", "24.04")}
@@ -65,7 +66,7 @@ class HostReport:
         return {"cgroup2fs": 2, "tmpfs": 1}.get(fs or "")
 
 
-class PreflightFailed(Exception):
+class PreflightFailed(ProvisionerError):
     def __init__(self, reports: list[HostReport]):
         self.reports = reports
         bad = [f"{r.name} ({r.address}): {c.name}: {c.detail}" for r in reports for c in r.failures()]

@@ -16,6 +16,7 @@ from typing import Any
 
 import ansible_runner
 
+from provisioner.errors import ProvisionerError
 from provisioner.paths import PLAYBOOKS, ROLES
 
 
@@ -76,7 +77,7 @@ class RunResult:
         }
 
 
-class PlaybookFailed(Exception):
+class PlaybookFailed(ProvisionerError):
     def __init__(self, result: RunResult):
         self.result = result
         lines = [f.line() for f in result.failures] or [

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provisioner import yamlio
+from provisioner.errors import InputError
 from provisioner.versions import DEFAULT_KUBERNETES, SUPPORTED_KUBERNETES
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -28,7 +29,7 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 ROLES = ("etcd", "control-plane", "worker")
 
 
-class SpecError(Exception):
+class SpecError(InputError):
     """The cluster file is not valid. ``problems`` holds one line per problem."""
 
     def __init__(self, source: str, problems: list[str]):

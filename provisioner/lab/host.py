@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from provisioner.errors import ProvisionerError
+
 CACHE_ROOT = Path(os.environ.get("PROVISIONER_CACHE", "/var/cache/provisioner"))
 LAB_ROOT = Path(os.environ.get("PROVISIONER_LAB_ROOT", "/var/lib/provisioner/lab"))
 
@@ -20,7 +22,7 @@ REQUIRED = {
 }
 
 
-class LabError(Exception):
+class LabError(ProvisionerError):
     """Something on the lab host is missing or wrong; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.errors import ProvisionerError
 from provisioner.lab.host import CACHE_ROOT
 from provisioner.mirror import oci
 from provisioner.mirror.manifest import Artifact, Manifest, describe
@@ -57,7 +58,7 @@ COREDNS_IMAGE = "registry.k8s.io/coredns/coredns"
 TEST_IMAGE = "provisioner.local/busybox"
 
 
-class MirrorBuildError(Exception):
+class MirrorBuildError(ProvisionerError):
     pass
 
 

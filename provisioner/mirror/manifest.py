@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provisioner.errors import ProvisionerError
+
 FORMAT = 1
 
 
@@ -94,7 +96,7 @@ def describe(root: Path, file: Path, **fields: Any) -> Artifact:
     return Artifact(path=str(file.relative_to(root)), sha256=sha256_file(file), size=file.stat().st_size, **fields)
 
 
-class VerifyError(Exception):
+class VerifyError(ProvisionerError):
     pass
 
 

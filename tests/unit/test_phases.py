@@ -106,7 +106,7 @@ def test_create_refuses_a_version_change_before_contacting_any_node(tmp_path: Pa
     cluster = tmp_path / "ha.yaml"
     cluster.write_text(text.replace("~/.ssh/id_ed25519", str(tmp_path / "no-such-key")))
     result = CliRunner().invoke(app, ["cluster", "create", "-f", str(cluster), "--state-dir", str(tmp_path), "--quiet"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the file is at fault; nothing was touched
     assert "kubernetes.version: the cluster runs v1.36.3" in result.output
     assert "preflight" not in result.output
 
