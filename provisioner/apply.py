@@ -30,6 +30,7 @@ class Context:
     results: list[RunResult] = field(default_factory=list)
     reports: list[preflight.HostReport] = field(default_factory=list)
     log: Any = None
+    accept_host_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.log = self.cdir.ensure().new_log(self.command)
@@ -64,7 +65,9 @@ class Preflight:
         return f"check {len(self._nodes(ctx))} hosts over SSH (read-only)"
 
     def run(self, ctx: Context) -> None:
-        ctx.reports = preflight.run(ctx.spec, self._nodes(ctx))
+        ctx.reports = preflight.run(
+            ctx.spec, self._nodes(ctx), cluster_dir=ctx.cdir.root, accept=set(ctx.accept_host_keys)
+        )
         if not all(r.ok for r in ctx.reports):
             raise preflight.PreflightFailed(ctx.reports)
 

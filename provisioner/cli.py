@@ -49,6 +49,14 @@ StateOpt = Annotated[
     typer.Option("--state-dir", help="Parent of the cluster directories (default ./clusters)."),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table for people, json for scripts.")]
+AcceptHostKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--accept-host-key",
+        metavar="NODE",
+        help="Pin the SSH host key NODE offers now in place of the pinned one (after a re-install). Repeatable.",
+    ),
+]
 
 
 def fail(lines: list[str] | str, code: int = 1) -> NoReturn:
@@ -139,9 +147,14 @@ def preflight_table(reports: list[pre.HostReport]) -> Table:
     return table
 
 
-def run_preflight(spec: ClusterSpec, output: Output = Output.table) -> list[pre.HostReport]:
+def run_preflight(
+    spec: ClusterSpec, cdir: ClusterDir, output: Output = Output.table, accept: list[str] | None = None
+) -> list[pre.HostReport]:
     """Check every host; on any failure print the table and exit 1 (nothing changed)."""
-    reports = pre.run(spec)
+    try:
+        reports = pre.run(spec, cluster_dir=cdir.root, accept=set(accept or []))
+    except ProvisionerError as exc:
+        fail(exc.lines(), code=exc.exit_code)
     if output is Output.json:
         emit_json(
             [{"host": r.name, "address": r.address, "ok": r.ok, "checks": [vars(c) for c in r.checks]} for r in reports]
@@ -154,9 +167,15 @@ def run_preflight(spec: ClusterSpec, output: Output = Output.table) -> list[pre.
 
 
 @cluster_app.command("preflight")
-def cluster_preflight(file: FileOpt = Path("cluster.yaml"), output: OutputOpt = Output.table) -> None:
-    """Read-only checks of every host (SSH, sudo, python3, OS, swap, cgroups, ports)."""
-    run_preflight(load_spec(file), output)
+def cluster_preflight(
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    output: OutputOpt = Output.table,
+    accept_host_key: AcceptHostKeyOpt = None,
+) -> None:
+    """Read-only checks of every host (SSH host key, SSH, sudo, python3, OS, swap, cgroups, ports)."""
+    spec = load_spec(file)
+    run_preflight(spec, cluster_dir(spec, state_dir), output, accept_host_key)
 
 
 # -- create ----------------------------------------------------------------------------------
@@ -247,10 +266,20 @@ def cluster_create(
     quiet: Quiet = False,
     output: OutputOpt = Output.table,
     dry_run: DryRun = False,
+    accept_host_key: AcceptHostKeyOpt = None,
 ) -> None:
     """Create (or converge) the cluster: preflight, certificates, then the playbook."""
     spec = load_spec(file)
-    ctx = run_phases("create", spec, apply.create_phases(), state_dir, quiet, output, dry_run)
+    ctx = run_phases(
+        "create",
+        spec,
+        apply.create_phases(),
+        state_dir,
+        quiet,
+        output,
+        dry_run,
+        accept_host_keys=list(accept_host_key or []),
+    )
     if not dry_run and output is Output.table:
         changed = sum(r.changed for r in ctx.results)
         out.print(f"cluster {spec.name} is up ({changed} changed tasks). Use it with:")
@@ -303,10 +332,20 @@ def cluster_scale(
     quiet: Quiet = False,
     output: OutputOpt = Output.table,
     dry_run: DryRun = False,
+    accept_host_key: AcceptHostKeyOpt = None,
 ) -> None:
     """Nodes added to the cluster file join; existing nodes only learn their new BGP peers."""
     spec = load_spec(file)
-    run_phases("scale", spec, apply.scale_phases(), state_dir, quiet, output, dry_run)
+    run_phases(
+        "scale",
+        spec,
+        apply.scale_phases(),
+        state_dir,
+        quiet,
+        output,
+        dry_run,
+        accept_host_keys=list(accept_host_key or []),
+    )
     if not dry_run and output is Output.table:
         out.print(f"cluster {spec.name}: {len(spec.nodes)} nodes")
 

@@ -2,18 +2,24 @@
 
 One SSH session per host runs one read-only probe script; the facts it prints are judged
 here. Hosts are checked in parallel. Nothing is written on any host.
+
+Each host's SSH key is pinned in the cluster's known_hosts (ssh.py): the first contact
+records it, every later one must match it; a host whose key changed fails its "host key"
+check and nothing is run there (``--accept-host-key NODE`` re-pins).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
-from provisioner.errors import ProvisionerError
+from provisioner import ssh
+from provisioner.errors import InputError, ProvisionerError
 from provisioner.spec import ClusterSpec, Node
 
 SUPPORTED_OS = {"debian": ("12", "13"), "ubuntu": ("22.04", "24.04")}
@@ -160,39 +166,36 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     return checks
 
 
-def check_host(node: Node, spec: ClusterSpec, timeout: float = 8.0) -> HostReport:
+def check_host(
+    node: Node, spec: ClusterSpec, cluster_dir: Path, timeout: float = 8.0, accept: bool = False
+) -> HostReport:
+    """Check one host. Its SSH host key must be the one pinned in the cluster's known_hosts
+    (first contact pins it); on a changed key nothing is done on the host. ``accept``
+    re-pins the key the host offers now."""
     report = HostReport(node.name, node.address)
-    port = node.ssh_port or spec.ssh.port
-    user = node.ssh_user or spec.ssh.user
-    key_path = Path(spec.ssh.private_key).expanduser()
+    t = ssh.target(spec, node, cluster_dir)
     try:
-        sock = socket.create_connection((node.address, port), timeout=timeout)
+        sock = socket.create_connection((t.host, t.port), timeout=timeout)
     except OSError as exc:
-        report.checks.append(
-            Check("reachable", False, f"cannot connect to {node.address}:{port}: {exc.strerror or exc}")
-        )
+        report.checks.append(Check("reachable", False, f"cannot connect to {t.host}:{t.port}: {exc.strerror or exc}"))
         return report
-    report.checks.append(Check("reachable", True, f"{node.address}:{port}"))
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    report.checks.append(Check("reachable", True, f"{t.host}:{t.port}"))
+    client, policy = ssh.pinned_client(t, replace=accept)
     try:
         try:
-            client.connect(
-                node.address,
-                port=port,
-                username=user,
-                key_filename=str(key_path),
-                sock=sock,
-                timeout=timeout,
-                auth_timeout=timeout,
-                banner_timeout=timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except (paramiko.AuthenticationException, paramiko.SSHException, OSError) as exc:
-            report.checks.append(Check("ssh key", False, f"{user}@{node.address} with {key_path}: {exc}"))
+            ssh.connect(client, t, sock=sock, timeout=timeout, auth_timeout=timeout, banner_timeout=timeout)
+        except ssh.HostKeyChanged as exc:
+            report.checks.append(Check("host key", False, str(exc)))
             return report
-        report.checks.append(Check("ssh key", True, f"{user} with {key_path.name}"))
+        except paramiko.AuthenticationException as exc:
+            _host_key_checked(report, client, policy)
+            report.checks.append(Check("ssh key", False, f"{t.user}@{t.host} with {t.key_file}: {exc}"))
+            return report
+        except (paramiko.SSHException, OSError) as exc:
+            report.checks.append(Check("ssh key", False, f"{t.user}@{t.host} with {t.key_file}: {exc}"))
+            return report
+        _host_key_checked(report, client, policy)
+        report.checks.append(Check("ssh key", True, f"{t.user} with {t.key_file.name}"))
         _, stdout, _ = client.exec_command(PROBE, timeout=timeout * 2)
         output = stdout.read().decode(errors="replace")
     finally:
@@ -203,14 +206,37 @@ def check_host(node: Node, spec: ClusterSpec, timeout: float = 8.0) -> HostRepor
     return report
 
 
-def run(spec: ClusterSpec, nodes: list[Node] | None = None, timeout: float = 8.0) -> list[HostReport]:
-    """Check the hosts in parallel; the reports come back in the cluster file's order."""
+def _host_key_checked(report: HostReport, client: paramiko.SSHClient, policy: ssh.PinOnFirstUse) -> None:
+    transport = client.get_transport()
+    key = transport.get_remote_server_key() if transport is not None else None
+    fp = ssh.fingerprint(key) if key is not None else "?"
+    how = f"pinned now in {policy.target.known_hosts.name}" if policy.recorded else "matches the pinned key"
+    report.checks.append(Check("host key", True, f"{fp} ({how})"))
+
+
+def run(
+    spec: ClusterSpec,
+    nodes: list[Node] | None = None,
+    timeout: float = 8.0,
+    *,
+    cluster_dir: Path,
+    accept: Collection[str] = (),
+) -> list[HostReport]:
+    """Check the hosts in parallel; the reports come back in the cluster file's order. Host
+    keys are pinned in ``cluster_dir``'s known_hosts; the nodes named in ``accept`` get the
+    key they offer now pinned in place of the old one."""
     targets = nodes if nodes is not None else spec.nodes
-    key = Path(spec.ssh.private_key).expanduser()
+    unknown = sorted(set(accept) - {n.name for n in spec.nodes})
+    if unknown:
+        raise InputError(
+            f"--accept-host-key: no node named {', '.join(unknown)} in the cluster file; "
+            f"its nodes are {', '.join(n.name for n in spec.nodes)}"
+        )
+    key = ssh.key_file(spec)
     if not key.is_file():
         return [
             HostReport(n.name, n.address, [Check("ssh key", False, f"ssh.private_key: {key} does not exist")])
             for n in targets
         ]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        return list(pool.map(lambda n: check_host(n, spec, timeout), targets))
+        return list(pool.map(lambda n: check_host(n, spec, cluster_dir, timeout, n.name in accept), targets))

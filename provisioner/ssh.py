@@ -5,9 +5,20 @@ testinfra (through the Ansible inventory) all take their settings from here.
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import paramiko
+
+from provisioner.errors import ProvisionerError
 from provisioner.spec import ClusterSpec, Node
 
 KNOWN_HOSTS = "known_hosts"
@@ -25,7 +36,12 @@ class SshTarget:
     @property
     def known_hosts_name(self) -> str:
         """How OpenSSH and paramiko name this host in known_hosts."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return known_hosts_name(self.host, self.port)
+
+
+def known_hosts_name(host: str, port: int = 22) -> str:
+    """``host`` on port 22, ``[host]:port`` on any other (as OpenSSH and paramiko write it)."""
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 def known_hosts_file(cluster_dir: Path) -> Path:
@@ -65,3 +81,154 @@ def ansible_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, object]:
         "ansible_ssh_common_args": ansible_common_args(cluster_dir),
         "ansible_python_interpreter": "/usr/bin/python3",
     }
+
+
+# -- pinned host keys (trust on first use) ---------------------------------------------------
+
+
+class HostKeyChanged(ProvisionerError):
+    """A node answered with a key other than the one pinned for it: nothing is done there."""
+
+    def __init__(self, t: SshTarget, pinned: list[str], offered: str):
+        self.node, self.pinned, self.offered = t.name, pinned, offered
+        where = f"{t.host}:{t.port}"
+        super().__init__(
+            f"host key of {t.name} ({where}) changed: it offered {offered}, but {' or '.join(pinned)} is pinned "
+            f"in {t.known_hosts}; if {t.name} was re-installed, re-pin its key with --accept-host-key {t.name}, "
+            f"otherwise find out what answers at {where}"
+        )
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The key's SHA256 fingerprint as OpenSSH prints it (``SHA256:`` + base64, no padding)."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def public_key(line: str) -> paramiko.PKey:
+    """A public key line (``ssh-ed25519 AAAA... comment``, as in ``*.pub``) as a paramiko key."""
+    kind, data = line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+
+
+_threads = threading.Lock()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the known_hosts file (created 0600 if missing) against other threads and processes."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with _threads:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+    finally:
+        os.close(fd)
+
+
+def _load(path: Path) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    return keys
+
+
+def _drop(keys: paramiko.HostKeys, name: str) -> bool:
+    dropped = False
+    while keys.lookup(name) is not None:
+        del keys[name]
+        dropped = True
+    return dropped
+
+
+def _append(path: Path, name: str, keys: Iterable[paramiko.PKey]) -> None:
+    text = path.read_bytes()
+    with open(path, "a") as f:
+        if text and not text.endswith(b"\n"):
+            f.write("\n")
+        for key in keys:
+            f.write(paramiko.hostkeys.HostKeyEntry([name], key).to_line() or "")
+
+
+def pinned(known_hosts: Path, name: str) -> dict[str, paramiko.PKey]:
+    """The keys pinned for ``name`` (a known_hosts name): key type -> key; empty if none."""
+    return dict(_load(known_hosts).lookup(name) or {})
+
+
+def pin(known_hosts: Path, name: str, keys: Iterable[paramiko.PKey]) -> None:
+    """Pin exactly these keys for ``name``, replacing whatever was pinned for it."""
+    keys = list(keys)
+    with _locked(known_hosts):
+        current = _load(known_hosts)
+        if _drop(current, name):
+            current.save(str(known_hosts))
+        _append(known_hosts, name, keys)
+
+
+def forget(known_hosts: Path, name: str) -> bool:
+    """Drop every key pinned for ``name``; True if there was one."""
+    if not known_hosts.exists():
+        return False
+    with _locked(known_hosts):
+        current = _load(known_hosts)
+        if not _drop(current, name):
+            return False
+        current.save(str(known_hosts))
+        return True
+
+
+class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Record the key of a host that has none pinned yet (trust on first use); refuse a key
+    that differs from one pinned meanwhile. ``replace`` (re-pin) records the offered key in
+    place of any pinned one. ``recorded`` says whether this policy wrote the key."""
+
+    def __init__(self, t: SshTarget, replace: bool = False):
+        self.target = t
+        self.replace = replace
+        self.recorded = False
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with _locked(self.target.known_hosts):
+            current = _load(self.target.known_hosts)
+            known = current.lookup(hostname) or {}
+            if known.get(key.get_name()) == key:
+                return
+            if known and not self.replace:
+                raise HostKeyChanged(self.target, [fingerprint(k) for k in known.values()], fingerprint(key))
+            if _drop(current, hostname):
+                current.save(str(self.target.known_hosts))
+            _append(self.target.known_hosts, hostname, [key])
+            self.recorded = True
+
+
+def pinned_client(t: SshTarget, replace: bool = False) -> tuple[paramiko.SSHClient, PinOnFirstUse]:
+    """A client that trusts only the host key pinned for ``t`` in the cluster's known_hosts
+    (and pins the key on first contact); ``replace`` re-pins whatever key ``t`` offers."""
+    client = paramiko.SSHClient()
+    policy = PinOnFirstUse(t, replace=replace)
+    if not replace:
+        # Loaded into the client, so that paramiko asks for the pinned key's type first.
+        for host_key in pinned(t.known_hosts, t.known_hosts_name).values():
+            client.get_host_keys().add(t.known_hosts_name, host_key.get_name(), host_key)
+    client.set_missing_host_key_policy(policy)
+    return client, policy
+
+
+def connect(client: paramiko.SSHClient, t: SshTarget, **kwargs: Any) -> None:
+    """Connect a ``pinned_client`` to ``t`` with the cluster's key. The host key is checked
+    before authentication: a changed one raises HostKeyChanged and nothing is sent to the host.
+    ``kwargs`` go to paramiko's connect (sock, timeouts). The caller closes the client."""
+    try:
+        client.connect(
+            t.host,
+            port=t.port,
+            username=t.user,
+            key_filename=str(t.key_file),
+            allow_agent=False,
+            look_for_keys=False,
+            **kwargs,
+        )
+    except paramiko.BadHostKeyException as exc:
+        known = [fingerprint(k) for k in pinned(t.known_hosts, t.known_hosts_name).values()]
+        raise HostKeyChanged(t, known or [fingerprint(exc.expected_key)], fingerprint(exc.key)) from None

@@ -19,6 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from provisioner import ssh
 from provisioner.lab import base_image, nspawn, services
 from provisioner.lab.host import CACHE_ROOT, LAB_ROOT, LabError, require_host
 from provisioner.state import ClusterDir
@@ -185,6 +186,7 @@ class Lab:
         to_boot = [s for s in specs if nspawn.pid_of(s, self.dir) is None]
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda s: nspawn.make_rootfs(s, base), to_boot))
+        self.pin_host_keys(specs)
         for s in to_boot:
             nspawn.boot(s, self.dir)
         say(f"nodes: {len(to_boot)} booting, {len(specs) - len(to_boot)} already running")
@@ -193,6 +195,17 @@ class Lab:
         timings["nodes_up_s"] = time.monotonic() - t
         self.write_cluster_file(st, files_repo or f"http://{host_ip}:{services.MIRROR_PORT}")
         return timings
+
+    @property
+    def known_hosts(self) -> Path:
+        return ssh.known_hosts_file(self.cluster.root)
+
+    def pin_host_keys(self, specs: list[nspawn.NodeSpec]) -> None:
+        """Pin each node's own host keys in the cluster's known_hosts, so that the first
+        contact (preflight, Ansible) is already verified; a re-made node's line is replaced."""
+        for s in specs:
+            keys = [ssh.public_key(line) for line in nspawn.host_public_keys(s)]
+            ssh.pin(self.known_hosts, ssh.known_hosts_name(s.ip), keys)
 
     def _refuse_foreign(self) -> None:
         """A lab of this name that another state directory (or a killed run) left on the
@@ -284,6 +297,8 @@ class Lab:
             with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
                 list(pool.map(lambda s: nspawn.stop(s, self.dir), specs))
             say(f"nodes: {len(specs)} stopped")
+            for s in specs:  # their keys go with their root filesystems
+                ssh.forget(self.known_hosts, ssh.known_hosts_name(s.ip))
         services.mirror_down(self.dir)
         services.apt_proxy_down(self.dir)
         # Whatever of a lab with this name is left on the host by another state directory

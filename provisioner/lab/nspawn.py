@@ -133,6 +133,9 @@ def make_rootfs(node: NodeSpec, base: Path) -> None:
     )
     (r / "etc/apt/apt.conf.d/01proxy").write_text(f'Acquire::http::Proxy "{node.proxy}";\n')
     _authorize(r, node.public_key)
+    # The node's own host key, and no other: none may come from the base image.
+    for old in (r / "etc/ssh").glob("ssh_host_*"):
+        old.unlink()
     key = Ed25519PrivateKey.generate()
     host_key = r / "etc/ssh/ssh_host_ed25519_key"
     host_key.write_bytes(
@@ -142,6 +145,11 @@ def make_rootfs(node: NodeSpec, base: Path) -> None:
     pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     (r / "etc/ssh/ssh_host_ed25519_key.pub").write_bytes(pub + f" root@{node.name}\n".encode())
     tmp.rename(node.rootfs)
+
+
+def host_public_keys(node: NodeSpec) -> list[str]:
+    """The node's sshd host public keys (``ssh-ed25519 AAAA... root@cp1``), from its root filesystem."""
+    return [p.read_text().strip() for p in sorted((node.rootfs / "etc/ssh").glob("ssh_host_*_key.pub"))]
 
 
 def _authorize(rootfs: Path, public_key: str) -> None:

@@ -39,9 +39,12 @@ def test_every_node_runs_and_preflight_passes(lab: Lab) -> None:
     assert [r["node"] for r in rows] == ["cp1", "w1", "w2"]
     assert all(r["state"] == "running" for r in rows)
     cluster = spec.load(lab.cluster_file)
-    reports = preflight.run(cluster)
+    reports = preflight.run(cluster, cluster_dir=lab.cluster.root)
     failed = [c for r in reports for c in r.failures()]
     assert not failed, failed
+    # lab up pinned every node's own host key: the first contact is already verified
+    host_keys = {c.detail for r in reports for c in r.checks if c.name == "host key"}
+    assert len(host_keys) == len(reports) and all(d.endswith("(matches the pinned key)") for d in host_keys)
     assert {r.cgroup_version for r in reports} <= {1, 2}
 
 

@@ -4,7 +4,9 @@ openssh-server) that the test starts on 127.0.0.1 with its own keys."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -13,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
-from provisioner import preflight, spec
+from provisioner import apply, preflight, spec, ssh
+from provisioner.cli import app
+from provisioner.errors import InputError, ProvisionerError
 
 SSHD = Path("/usr/sbin/sshd")
 GOOD_FACTS = {
@@ -171,10 +177,72 @@ def _key(path: Path) -> str:
 
 @dataclass
 class Sshd:
+    """A real sshd on 127.0.0.1:<port> that accepts one key for root, and only keys. ``restart``
+    brings it back on the same port, with a new host key when asked (a re-installed host, or
+    another machine at its address)."""
+
+    dir: Path
     port: int
     good_key: Path  # in authorized_keys
     bad_key: Path  # not
-    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def host_key(self) -> Path:
+        return self.dir / "host_key"
+
+    @property
+    def log(self) -> Path:
+        """This run's log (sshd -e, LogLevel VERBOSE)."""
+        return self.dir / f"sshd.{self.starts}.log"
+
+    def fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-lf", f"{self.host_key}.pub"], capture_output=True, text=True, check=True)
+        return out.stdout.split()[1]
+
+    def start(self) -> None:
+        self.starts += 1
+        config = self.dir / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nHostKey {self.host_key}\nPermitRootLogin yes\n"
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPidFile none\nLogLevel VERBOSE\n"
+        )
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config), "-p", str(self.port)], stderr=err)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start: {self.log.read_text()}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self, new_host_key: bool = False) -> None:
+        self.stop()
+        if new_host_key:
+            self.host_key.unlink()
+            Path(f"{self.host_key}.pub").unlink()
+            _host_key(self.host_key)
+        self.start()
+
+
+def _host_key(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
 @pytest.fixture
@@ -185,82 +253,220 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
     if not SSHD.exists():
         pytest.skip("needs /usr/sbin/sshd (Debian's openssh-server; sudo make host-packages)")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    good, bad = tmp_path / "good_ed25519", tmp_path / "bad_ed25519"
-    (tmp_path / "authorized_keys").write_text(_key(good) + "\n")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    good, bad = d / "good_ed25519", d / "bad_ed25519"
+    (d / "authorized_keys").write_text(_key(good) + "\n")
     _key(bad)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host_key")], check=True)
-    port = _free_port()
-    config = tmp_path / "sshd_config"
-    config.write_text(
-        f"ListenAddress 127.0.0.1\nHostKey {tmp_path / 'host_key'}\nPermitRootLogin yes\n"
-        f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nUsePAM no\nPidFile none\n"
-    )
-    log = tmp_path / "sshd.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config), "-p", str(port)], stderr=err)
+    server = Sshd(d, _free_port(), good, bad)
+    _host_key(server.host_key)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"sshd did not start: {log.read_text()}")
-                time.sleep(0.1)
-        yield Sshd(port, good, bad, log)
+        server.start()
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
-def test_preflight_over_real_ssh(sshd: Sshd) -> None:
+def test_preflight_over_real_ssh(sshd: Sshd, tmp_path: Path) -> None:
     s = cluster("127.0.0.1", sshd.port, str(sshd.good_key))
-    [r] = preflight.run(s, [s.node("cp1")])
+    [r] = preflight.run(s, [s.node("cp1")], cluster_dir=tmp_path / "cluster")
     checks = {c.name: c for c in r.checks}
-    assert [c.name for c in r.checks[:2]] == ["reachable", "ssh key"]
+    assert [c.name for c in r.checks[:3]] == ["reachable", "host key", "ssh key"]
     assert checks["reachable"].ok and checks["reachable"].detail == f"127.0.0.1:{sshd.port}"
+    assert checks["host key"].ok and checks["host key"].detail == f"{sshd.fingerprint()} (pinned now in known_hosts)"
     assert checks["ssh key"].ok and checks["ssh key"].detail == "root with good_ed25519"
     # the probe ran on the host: these facts come from this machine, read over SSH
     assert checks["sudo"].ok and checks["sudo"].detail == "root"
     assert r.facts["uid"] == "0" and r.facts["python3"].endswith("python3") and r.facts["arch"] == os.uname().machine
-    assert r.facts["os_id"] and set(checks) == {"reachable", "ssh key"} | CHECKS
+    assert r.facts["os_id"] and set(checks) == {"reachable", "host key", "ssh key"} | CHECKS
 
 
-def test_a_key_that_is_not_authorized_is_named(sshd: Sshd) -> None:
+def test_a_key_that_is_not_authorized_is_named(sshd: Sshd, tmp_path: Path) -> None:
     s = cluster("127.0.0.1", sshd.port, str(sshd.bad_key))
-    [r] = preflight.run(s, [s.node("cp1")])
+    [r] = preflight.run(s, [s.node("cp1")], cluster_dir=tmp_path / "cluster")
     assert not r.ok
     [failure] = r.failures()
     assert failure.name == "ssh key"
     assert failure.detail.startswith(f"root@127.0.0.1 with {sshd.bad_key}: ") and "Authentication" in failure.detail
+    assert r.checks[1].name == "host key" and r.checks[1].ok, "the host was who it should be; the key was not let in"
     assert r.facts == {}, "nothing was probed"
     assert f"cp1 (127.0.0.1): ssh key: root@127.0.0.1 with {sshd.bad_key}" in str(preflight.PreflightFailed([r]))
 
 
-def test_a_nodes_own_ssh_port_wins(sshd: Sshd) -> None:
+def test_a_nodes_own_ssh_port_wins(sshd: Sshd, tmp_path: Path) -> None:
     s = cluster("127.0.0.1", 1, str(sshd.good_key), node_port=sshd.port)
-    r = preflight.check_host(s.node("cp1"), s)
+    r = preflight.check_host(s.node("cp1"), s, tmp_path)
     assert r.ok, r.checks
     assert r.checks[0].detail == f"127.0.0.1:{sshd.port}"
+    assert ssh.pinned(tmp_path / "known_hosts", f"[127.0.0.1]:{sshd.port}"), "pinned under the port it answered on"
 
 
 def test_an_unreachable_host_and_a_missing_key_are_named(tmp_path: Path) -> None:
     key = tmp_path / "k"
     _key(key)
     s = cluster("127.0.0.1", _free_port(), str(key))
-    [r] = preflight.run(s, [s.node("cp1")], timeout=2)
+    [r] = preflight.run(s, [s.node("cp1")], timeout=2, cluster_dir=tmp_path)
     [failure] = r.failures()
     assert failure.name == "reachable" and failure.detail.startswith("cannot connect to 127.0.0.1:")
     s = cluster("127.0.0.1", 22, str(tmp_path / "nope"))
-    reports = preflight.run(s)
+    reports = preflight.run(s, cluster_dir=tmp_path)
     assert [r.name for r in reports] == ["cp1", "w1"], "every node, in file order"
     for r in reports:
         assert [(c.name, c.detail) for c in r.checks] == [
             ("ssh key", f"ssh.private_key: {tmp_path / 'nope'} does not exist")
         ]
+    assert not (tmp_path / "known_hosts").exists(), "nothing answered: nothing pinned"
+
+
+# -- pinned host keys ------------------------------------------------------------------------
+
+
+def _openssh(sshd: Sshd, cluster_dir: Path) -> subprocess.CompletedProcess[str]:
+    """OpenSSH (as Ansible runs it) with the cluster's pinned keys only."""
+    options = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", *ssh.ansible_common_args(cluster_dir).split()]
+    return subprocess.run(
+        ["ssh", "-p", str(sshd.port), "-i", str(sshd.good_key), *options, "root@127.0.0.1", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_first_contact_pins_the_host_key_and_later_ones_verify_it(sshd: Sshd, tmp_path: Path) -> None:
+    s = cluster("127.0.0.1", sshd.port, str(sshd.good_key))
+    cdir = tmp_path / "cluster"
+    known_hosts = cdir / "known_hosts"
+    [first] = preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    host_key = next(c for c in first.checks if c.name == "host key")
+    assert host_key.ok and host_key.detail == f"{sshd.fingerprint()} (pinned now in known_hosts)"
+    pub = Path(f"{sshd.host_key}.pub").read_text().split()
+    assert known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n"
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    [again] = preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    host_key = next(c for c in again.checks if c.name == "host key")
+    assert host_key.ok and host_key.detail == f"{sshd.fingerprint()} (matches the pinned key)"
+    assert again.facts, "the probe ran"
+    assert known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n", "one line, unchanged"
+    if shutil.which("ssh"):
+        # what preflight pinned is what OpenSSH (Ansible's transport) verifies against
+        done = _openssh(sshd, cdir)
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_changed_host_key_fails_and_nothing_is_done_on_the_host(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = cluster("127.0.0.1", sshd.port, str(sshd.good_key))
+    cdir = tmp_path / "cluster"
+    preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    pinned_text = (cdir / "known_hosts").read_text()
+    assert "Accepted publickey for root" in sshd.log.read_text(), "sshd logs a login (so its absence below means none)"
+    old = sshd.fingerprint()
+    sshd.restart(new_host_key=True)
+    new = sshd.fingerprint()
+    assert old != new
+    marker = tmp_path / "probed"
+    monkeypatch.setattr(preflight, "PROBE", f"touch {marker}\n" + preflight.PROBE)
+
+    [r] = preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    assert not r.ok
+    [failure] = r.failures()
+    assert failure.name == "host key" and [c.name for c in r.checks] == ["reachable", "host key"]
+    assert "cp1" in failure.detail and f"127.0.0.1:{sshd.port}" in failure.detail
+    assert f"it offered {new}, but {old} is pinned in {cdir / 'known_hosts'}" in failure.detail
+    assert "--accept-host-key cp1" in failure.detail
+    assert f"cp1 (127.0.0.1): host key: host key of cp1 (127.0.0.1:{sshd.port}) changed" in str(
+        preflight.PreflightFailed([r])
+    )
+    # nothing was done on the host: the probe never ran, and our key was never even offered
+    assert not marker.exists() and r.facts == {}
+    log = sshd.log.read_text()
+    assert "Accepted publickey" not in log and "Failed publickey" not in log, log
+    assert (cdir / "known_hosts").read_text() == pinned_text, "the old pin is kept"
+    if shutil.which("ssh"):
+        refused = _openssh(sshd, cdir)
+        assert refused.returncode != 0 and "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr
+
+    # the same through the command: exit 1, the finding named
+    cfile = tmp_path / "cluster.yaml"
+    cfile.write_text(_single_node_file(sshd))
+    (tmp_path / "st" / "pf").mkdir(parents=True)
+    (tmp_path / "st" / "pf" / "known_hosts").write_text(pinned_text)
+    result = CliRunner().invoke(app, ["cluster", "preflight", "-f", str(cfile), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 1 and not marker.exists()
+    assert f"error: cp1 (127.0.0.1): host key: host key of cp1 (127.0.0.1:{sshd.port}) changed" in result.output
+
+
+def _single_node_file(sshd: Sshd) -> str:
+    return (
+        "name: pf\n"
+        f"ssh: {{user: root, private_key: {sshd.good_key}, port: {sshd.port}}}\n"
+        "nodes:\n  - {name: cp1, address: 127.0.0.1, roles: [etcd, control-plane]}\n"
+    )
+
+
+def test_accept_host_key_re_pins_a_changed_key(sshd: Sshd, tmp_path: Path) -> None:
+    s = cluster("127.0.0.1", sshd.port, str(sshd.good_key))
+    cdir = tmp_path / "cluster"
+    preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    sshd.restart(new_host_key=True)
+    [r] = preflight.run(s, [s.node("cp1")], cluster_dir=cdir, accept={"cp1"})
+    host_key = next(c for c in r.checks if c.name == "host key")
+    assert host_key.ok and host_key.detail == f"{sshd.fingerprint()} (pinned now in known_hosts)"
+    assert r.facts, "the probe ran"
+    pub = Path(f"{sshd.host_key}.pub").read_text().split()
+    assert (cdir / "known_hosts").read_text() == f"[127.0.0.1]:{sshd.port} {pub[0]} {pub[1]}\n", "replaced"
+    [again] = preflight.run(s, [s.node("cp1")], cluster_dir=cdir)
+    assert next(c for c in again.checks if c.name == "host key").detail.endswith("(matches the pinned key)")
+    with pytest.raises(InputError, match="--accept-host-key: no node named w9 in the cluster file"):
+        preflight.run(s, cluster_dir=cdir, accept={"w9"})
+
+
+def test_accept_host_key_through_the_commands(sshd: Sshd, tmp_path: Path) -> None:
+    """``cluster preflight --accept-host-key`` re-pins; ``create`` and ``scale`` hand it to
+    their preflight phase."""
+    cfile = tmp_path / "cluster.yaml"
+    cfile.write_text(_single_node_file(sshd))
+    state = tmp_path / "state"
+    known_hosts = state / "pf" / "known_hosts"
+    runner = CliRunner()
+    args = ["cluster", "preflight", "-f", str(cfile), "--state-dir", str(state), "-o", "json"]
+    runner.invoke(app, args)
+    assert known_hosts.exists()
+    sshd.restart(new_host_key=True)
+
+    def host_key_check(result: Result) -> dict[str, object]:
+        [report] = json.loads(result.stdout)
+        return next(c for c in report["checks"] if c["name"] == "host key")
+
+    refused = host_key_check(runner.invoke(app, args))
+    assert not refused["ok"] and sshd.fingerprint() in str(refused["detail"])
+    accepted = host_key_check(runner.invoke(app, [*args, "--accept-host-key", "cp1"]))
+    assert accepted["ok"] and accepted["detail"] == f"{sshd.fingerprint()} (pinned now in known_hosts)"
+    unknown = runner.invoke(app, [*args, "--accept-host-key", "w9"])
+    assert unknown.exit_code == 2 and "--accept-host-key: no node named w9" in unknown.output
+
+    seen: list[list[str]] = []
+    real = apply.Preflight.run
+
+    def recording(self: apply.Preflight, ctx: apply.Context) -> None:
+        seen.append(ctx.accept_host_keys)
+        try:
+            real(self, ctx)
+        except preflight.PreflightFailed:
+            pass  # this machine may fail other checks (OS, ports); the host key is what is tested
+        raise ProvisionerError("stop after preflight")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(apply.Preflight, "run", recording)
+        for command in ("create", "scale"):
+            sshd.restart(new_host_key=True)
+            result = runner.invoke(
+                app, ["cluster", command, "-f", str(cfile), "--state-dir", str(state), "-q", "--accept-host-key", "cp1"]
+            )
+            assert result.exit_code == 1 and "stop after preflight" in result.output, result.output
+            assert (
+                ssh.pinned(known_hosts, f"[127.0.0.1]:{sshd.port}")["ssh-ed25519"].get_base64()
+                == (Path(f"{sshd.host_key}.pub").read_text().split()[1])
+            ), f"{command} re-pinned"
+    assert seen == [["cp1"], ["cp1"]]
