@@ -1,21 +1,26 @@
 """Commands as lists of phases (k0sctl's model): each phase has a title, knows whether it
-must run, can describe itself for a dry run, and runs. ``create`` is one convergent apply.
+must run, can describe itself for a dry run, and runs. Facts are gathered from the nodes
+first (playbooks/facts.yml) and every guard decides from them (guards.py); then the
+inventory is written and the same playbook that plain ``ansible-playbook`` would run is
+run through ansible-runner. Python plans and reports; Ansible acts and gathers facts.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from provisioner import artifacts, inventory, pki, preflight
+from provisioner import ansible_config, artifacts, defaults, guards, inventory, pki, preflight
 from provisioner.errors import InputError
+from provisioner.facts import FACTS_TASK, ClusterFacts, from_results
 from provisioner.progress import PlaybookProgress
 from provisioner.runner import PlaybookFailed, RunResult, run_playbook
 from provisioner.spec import ClusterSpec, Node
 from provisioner.state import ClusterDir
-from provisioner.versions import release
+from provisioner.versions import SUPPORTED_KUBERNETES, minor, release
 
 
 @dataclass
@@ -31,9 +36,16 @@ class Context:
     reports: list[preflight.HostReport] = field(default_factory=list)
     log: Any = None
     accept_host_keys: list[str] = field(default_factory=list)
+    facts: ClusterFacts | None = None
+    downloads: dict[str, list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         self.log = self.cdir.ensure().new_log(self.command)
+
+    def require_facts(self) -> ClusterFacts:
+        if self.facts is None:
+            raise RuntimeError("a guard ran before GatherFacts")  # a bug in the phase lists
+        return self.facts
 
 
 class Phase(Protocol):
@@ -47,10 +59,12 @@ class Phase(Protocol):
 
 
 class Preflight:
-    """Read-only checks of the hosts over SSH before any change. ``leave_out`` names nodes
-    not to check (remove-node: the node being removed may already be gone)."""
+    """Read-only checks of the hosts over SSH before any change; host keys are pinned in
+    the cluster's known_hosts. ``leave_out`` names nodes not to check (remove-node: the
+    node being removed may already be gone)."""
 
     title = "preflight"
+    read_only = True
 
     def __init__(self, leave_out: list[str] | None = None):
         self.leave_out = set(leave_out or [])
@@ -62,7 +76,8 @@ class Preflight:
         return True
 
     def dry_run(self, ctx: Context) -> str:
-        return f"check {len(self._nodes(ctx))} hosts over SSH (read-only)"
+        self.run(ctx)
+        return f"{len(ctx.reports)} hosts checked over SSH (read-only): ok"
 
     def run(self, ctx: Context) -> None:
         ctx.reports = preflight.run(
@@ -72,6 +87,115 @@ class Preflight:
             raise preflight.PreflightFailed(ctx.reports)
 
 
+def write_inventory(ctx: Context) -> Path:
+    """hosts.yaml + group_vars/all.yml + ansible.cfg in the cluster directory. Pod blocks:
+    what the nodes carry (facts) wins over the controller's cache, which never renumbers."""
+    known = ctx.cdir.read_blocks()
+    if ctx.facts is not None:
+        known |= ctx.facts.pod_blocks()
+    blocks = inventory.assign_pod_blocks(ctx.spec, known)
+    ctx.cdir.write_blocks(blocks)
+    inventory.write(inventory.build(ctx.spec, blocks, ctx.cdir.root, ctx.downloads), ctx.cdir.inventory)
+    ansible_config.write(ctx.cdir.root, len(ctx.spec.nodes))
+    return ctx.cdir.inventory
+
+
+def playbook(ctx: Context, name: str, collect: str | None = None, title: str | None = None) -> RunResult:
+    """Run one playbook of the package with the cluster's inventory and ansible.cfg."""
+
+    def go(on_event: Callable[[dict[str, Any]], None] | None) -> RunResult:
+        return run_playbook(
+            name,
+            ctx.cdir.inventory,
+            ctx.cdir.runner,
+            log_path=ctx.log,
+            limit=ctx.limit,
+            extravars=ctx.extravars,
+            on_event=on_event,
+            config=ctx.cdir.ansible_cfg,
+            collect=collect,
+        )
+
+    if ctx.quiet:
+        return go(None)
+    with PlaybookProgress(title or f"{ctx.command}: {name}") as progress:
+        return go(progress.handle)
+
+
+class GatherFacts:
+    """What the cluster really runs, read from the nodes (read-only, so it runs in a dry
+    run too): installed versions, etcd members, Node objects, CA fingerprints, pod blocks."""
+
+    title = "gather facts"
+    read_only = True
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        self.run(ctx)
+        f = ctx.require_facts()
+        versions = ", ".join(f"{v} ({len(n)} nodes)" for v, n in f.kube_versions().items()) or "nothing installed"
+        return f"{len(f.installed)} of {len(f.nodes)} nodes run the cluster: {versions}"
+
+    def run(self, ctx: Context) -> None:
+        write_inventory(ctx)
+        result = playbook(ctx, "facts.yml", collect=FACTS_TASK, title=f"{ctx.command}: facts")
+        ctx.facts = from_results([n.name for n in ctx.spec.nodes], result.collected)
+
+
+class Guard:
+    """Refuse, before any change, what the cluster as it is does not allow (guards.py)."""
+
+    title = "guards"
+    read_only = True
+
+    def __init__(self, *checks: Callable[[Context], list[str]]):
+        self.checks = checks
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        self.run(ctx)
+        return "the cluster allows it"
+
+    def run(self, ctx: Context) -> None:
+        problems = [p for check in self.checks for p in check(ctx)]
+        if problems:
+            raise guards.GuardError(problems)
+
+
+def pki_guard(ctx: Context) -> list[str]:
+    facts = ctx.require_facts()
+    return guards.pki(facts, guards.controller_cas(ctx.cdir.pki), ctx.cdir.pki)
+
+
+def version_guard(ctx: Context) -> list[str]:
+    return guards.version(ctx.spec, ctx.require_facts())
+
+
+def membership_guard(ctx: Context) -> list[str]:
+    return guards.reachable(ctx.require_facts()) + guards.membership(ctx.spec, ctx.require_facts())
+
+
+class Artifacts:
+    title = "artifacts"
+    read_only = True
+
+    def should_run(self, ctx: Context) -> bool:
+        return True
+
+    def dry_run(self, ctx: Context) -> str:
+        self.run(ctx)
+        return f"{ctx.spec.artifacts.files_repo}/manifest.json has every artifact"
+
+    def run(self, ctx: Context) -> None:
+        manifest = artifacts.fetch_manifest(ctx.spec.artifacts.files_repo)
+        rel = release(ctx.spec.kubernetes.version)
+        ctx.downloads = artifacts.downloads(manifest, rel, ctx.spec.artifacts.files_repo)
+
+
 class Inventory:
     title = "inventory"
 
@@ -79,12 +203,10 @@ class Inventory:
         return True
 
     def dry_run(self, ctx: Context) -> str:
-        return f"write {ctx.cdir.inventory}"
+        return f"write {ctx.cdir.inventory} and {ctx.cdir.ansible_cfg}"
 
     def run(self, ctx: Context) -> None:
-        blocks = inventory.assign_pod_blocks(ctx.spec, ctx.cdir.read_blocks())
-        ctx.cdir.write_blocks(blocks)
-        inventory.write(inventory.build(ctx.spec, blocks, ctx.cdir.root), ctx.cdir.inventory)
+        write_inventory(ctx)
 
 
 class Certificates:
@@ -97,25 +219,9 @@ class Certificates:
         return f"create missing CAs and certificates in {ctx.cdir.pki} (existing ones are kept)"
 
     def run(self, ctx: Context) -> None:
-        svc_ip = inventory.cluster_vars(ctx.spec, ctx.cdir.root)["kube_service_ip"]
-        made = pki.ensure(ctx.spec, ctx.cdir.pki, svc_ip, ctx.spec.api_lb.port)
+        made = pki.ensure(ctx.spec, ctx.cdir.pki, defaults.service_ip(ctx.spec), ctx.spec.api_lb.port)
         if made:
             ctx.say(f"certificates: created {len(made)} files")
-
-
-class Artifacts:
-    title = "artifacts"
-
-    def should_run(self, ctx: Context) -> bool:
-        return True
-
-    def dry_run(self, ctx: Context) -> str:
-        return f"read {ctx.spec.artifacts.files_repo}/manifest.json"
-
-    def run(self, ctx: Context) -> None:
-        manifest = artifacts.fetch_manifest(ctx.spec.artifacts.files_repo)
-        rel = release(ctx.spec.kubernetes.version)
-        ctx.extravars["download_artifacts"] = artifacts.downloads(manifest, rel, ctx.spec.artifacts.files_repo)
 
 
 @dataclass
@@ -130,25 +236,13 @@ class Playbook:
         return True
 
     def dry_run(self, ctx: Context) -> str:
-        return f"ansible-playbook {self.playbook}" + (f" --limit {ctx.limit}" if ctx.limit else "")
+        extra = "".join(f" -e {k}={v}" for k, v in ctx.extravars.items() if isinstance(v, str | int))
+        return f"ansible-playbook -i {ctx.cdir.inventory} {self.playbook}{extra}" + (
+            f" --limit {ctx.limit}" if ctx.limit else ""
+        )
 
     def run(self, ctx: Context) -> None:
-        def go(on_event: Callable[[dict[str, Any]], None] | None) -> RunResult:
-            return run_playbook(
-                self.playbook,
-                ctx.cdir.inventory,
-                ctx.cdir.runner,
-                log_path=ctx.log,
-                limit=ctx.limit,
-                extravars=ctx.extravars,
-                on_event=on_event,
-            )
-
-        if ctx.quiet:
-            result = go(None)
-        else:
-            with PlaybookProgress(f"{ctx.command}: {self.playbook}") as progress:
-                result = go(progress.handle)
+        result = playbook(ctx, self.playbook)
         ctx.results.append(result)
         if not result.ok:
             raise PlaybookFailed(result)
@@ -182,69 +276,24 @@ class EtcdBackup:
         return f"snapshot etcd into {ctx.cdir.backups}"
 
     def run(self, ctx: Context) -> None:
-        import time
-
         name = f"etcd-{time.strftime('%Y%m%d-%H%M%S')}-{self.reason}.db"
         ctx.cdir.backups.mkdir(parents=True, exist_ok=True)
         ctx.extravars["etcd_backup_name"] = name
-        ctx.extravars["etcd_backup_dest"] = str(ctx.cdir.backups)
         Playbook("etcd-backup.yml").run(ctx)
         ctx.extravars["etcd_backup_file"] = str(ctx.cdir.backups / name)
         ctx.say(f"etcd snapshot: {ctx.cdir.backups / name}")
-
-
-class RecordNodes:
-    """Remember the nodes this command left in the cluster (scale compares against it)."""
-
-    title = "record nodes"
-
-    def should_run(self, ctx: Context) -> bool:
-        return True
-
-    def dry_run(self, ctx: Context) -> str:
-        return f"write {ctx.cdir.applied_file}"
-
-    def run(self, ctx: Context) -> None:
-        ctx.cdir.write_applied({n.name: {"address": n.address, "roles": list(n.roles)} for n in ctx.spec.nodes})
-        ctx.cdir.write_version(ctx.spec.kubernetes.version)
 
 
 class VersionError(InputError):
     pass
 
 
-class VersionGuard:
-    """create and scale converge to the file's version; they never upgrade or downgrade."""
-
-    title = "version check"
-
-    def should_run(self, ctx: Context) -> bool:
-        return ctx.cdir.read_version() is not None
-
-    def dry_run(self, ctx: Context) -> str:
-        return f"the cluster runs {ctx.cdir.read_version()}; the file says {ctx.spec.kubernetes.version}"
-
-    def run(self, ctx: Context) -> None:
-        running, wanted = ctx.cdir.read_version(), ctx.spec.kubernetes.version
-        if running != wanted:
-            raise VersionError(
-                f"kubernetes.version: the cluster runs {running} and the file says {wanted}; "
-                + (
-                    f"upgrade with `provisioner cluster upgrade --to {wanted}`"
-                    if minor_key(wanted) > minor_key(running)
-                    else f"set kubernetes.version: {running} in the file (downgrades are not supported)"
-                )
-            )
-
-
-def minor_key(version: str | None) -> tuple[int, ...]:
-    return tuple(int(x) for x in (version or "v0.0.0").lstrip("v").split("."))
-
-
 class UpgradeCheck:
-    """One minor at a time, to a supported version that the mirror has."""
+    """One minor at a time, to a supported version that the mirror has, from the version
+    the nodes really run (facts)."""
 
     title = "upgrade check"
+    read_only = True
 
     def __init__(self, target: str):
         self.target = target
@@ -253,149 +302,88 @@ class UpgradeCheck:
         return True
 
     def dry_run(self, ctx: Context) -> str:
-        return f"check that {ctx.cdir.read_version()} -> {self.target} is one minor at most"
+        self.run(ctx)
+        return f"{guards.running_version(ctx.require_facts())} -> {self.target} is one minor at most"
 
     def run(self, ctx: Context) -> None:
-        from provisioner.versions import SUPPORTED_KUBERNETES, minor
-
-        running = ctx.cdir.read_version()
+        running = guards.running_version(ctx.require_facts())
         if running is None:
-            raise VersionError(f"{ctx.cdir.root} records no Kubernetes version; run `cluster create` first")
+            raise VersionError(f"no node of {ctx.spec.name} runs Kubernetes; run `cluster create` first")
         if self.target not in SUPPORTED_KUBERNETES:
             raise VersionError(f"--to: {self.target} is not supported; use one of {', '.join(SUPPORTED_KUBERNETES)}")
-        if minor_key(self.target) < minor_key(running):
+        if guards.version_key(self.target) < guards.version_key(running):
             raise VersionError(f"--to: {self.target} is older than the running {running}; downgrades are not supported")
         if minor(self.target)[1] - minor(running)[1] > 1:
             raise VersionError(f"--to: {running} -> {self.target} skips a minor; upgrade one minor at a time")
 
 
-class RecordVersion:
-    """Remember the Kubernetes version the cluster now runs (create and scale hold to it)."""
-
-    title = "record version"
-
-    def should_run(self, ctx: Context) -> bool:
-        return True
-
-    def dry_run(self, ctx: Context) -> str:
-        return f"write {ctx.cdir.version_file} ({ctx.spec.kubernetes.version})"
-
-    def run(self, ctx: Context) -> None:
-        ctx.cdir.write_version(ctx.spec.kubernetes.version)
-
-
 def upgrade_phases(target: str) -> list[Phase]:
-    """Skew check, preflight, the target's artifacts from the mirror, a snapshot, then node
-    by node. The context's spec already names the target version."""
+    """Preflight, facts, skew check, the target's artifacts from the mirror, a snapshot,
+    then node by node. The context's spec already names the target version."""
     return [
-        UpgradeCheck(target),
         Preflight(),
-        Inventory(),
+        GatherFacts(),
+        Guard(pki_guard),
+        UpgradeCheck(target),
         Artifacts(),
+        Inventory(),
         EtcdBackup("before-upgrade"),
         Playbook("upgrade.yml"),
-        RecordVersion(),
     ]
 
 
-class ScaleError(InputError):
-    pass
-
-
-def new_nodes(ctx: Context) -> list[str]:
-    """Nodes in the file that the cluster does not have yet; refuse what scale cannot do."""
-    applied = ctx.cdir.read_applied()
-    if not applied:
-        raise ScaleError(f"{ctx.cdir.root} records no nodes; run `cluster create` first")
-    names = {n.name for n in ctx.spec.nodes}
-    gone = sorted(set(applied) - names)
-    if gone:
-        raise ScaleError(f"nodes {', '.join(gone)} are no longer in the file; use `cluster remove-node` for them")
-    for n in ctx.spec.nodes:
-        old = applied.get(n.name)
-        if old and (old["address"] != n.address or sorted(old["roles"]) != sorted(n.roles)):  # type: ignore[arg-type]
-            raise ScaleError(f"node {n.name}: its address or roles changed; scale only adds nodes")
-    return [n.name for n in ctx.spec.nodes if n.name not in applied]
-
-
-def scale_vars(ctx: Context) -> dict[str, Any]:
-    """What scale.yml needs: the new nodes by role, and who else must learn of them."""
-    added = new_nodes(ctx)
-    applied = ctx.cdir.read_applied()
-    new = [ctx.spec.node(n) for n in added]
-    new_etcd = [n.name for n in new if "etcd" in n.roles]
-    new_cps = [n.name for n in new if "control-plane" in n.roles]
-    had = {name: list(v["roles"]) for name, v in applied.items()}  # type: ignore[call-overload]
-    old_etcd = [name for name, roles in had.items() if "etcd" in roles]
-    old_cps = [name for name, roles in had.items() if "control-plane" in roles]
-    return {
-        "scale_new_nodes": added,
-        "scale_new_etcd": new_etcd,
-        "scale_new_control_planes": new_cps,
-        # their API server certificate gains the new addresses; --etcd-servers the new members
-        "scale_existing_control_planes": old_cps if new_cps or new_etcd else [],
-        "scale_etcd_via": old_etcd[0] if old_etcd else "",
-    }
-
-
 class ScalePlaybook:
+    """scale.yml for the nodes that run nothing of the cluster yet (from the facts)."""
+
     title = "playbook scale.yml"
 
+    def _added(self, ctx: Context) -> list[str]:
+        added, problems = guards.new_nodes(ctx.spec, ctx.require_facts())
+        if problems:
+            raise guards.GuardError(problems)
+        return added
+
     def should_run(self, ctx: Context) -> bool:
-        return bool(new_nodes(ctx))
+        return bool(self._added(ctx))
 
     def dry_run(self, ctx: Context) -> str:
-        v = scale_vars(ctx)
+        added = self._added(ctx)
+        new = [ctx.spec.node(n) for n in added]
         extra = []
-        if v["scale_new_etcd"]:
-            extra.append(f"etcd member add {', '.join(v['scale_new_etcd'])} (one at a time)")
-        if v["scale_existing_control_planes"]:
-            extra.append(f"rolling API server update on {', '.join(v['scale_existing_control_planes'])}")
-        return f"ansible-playbook scale.yml for {', '.join(v['scale_new_nodes'])}" + "".join(f"; {e}" for e in extra)
+        if etcd := [n.name for n in new if "etcd" in n.roles]:
+            extra.append(f"etcd member add {', '.join(etcd)} (one at a time)")
+        if any("control-plane" in n.roles or "etcd" in n.roles for n in new):
+            extra.append("rolling API server update on the existing control planes")
+        return f"ansible-playbook scale.yml -e scale_new_nodes={','.join(added)}" + "".join(f"; {e}" for e in extra)
 
     def run(self, ctx: Context) -> None:
-        ctx.extravars.update(scale_vars(ctx))
+        ctx.extravars["scale_new_nodes"] = ",".join(self._added(ctx))
         Playbook("scale.yml").run(ctx)
-
-
-class MembershipGuard:
-    """create on a running cluster must not bootstrap new etcd members as a new cluster:
-    members join through `cluster scale` (member add)."""
-
-    title = "membership check"
-
-    def should_run(self, ctx: Context) -> bool:
-        return bool(ctx.cdir.read_applied())
-
-    def dry_run(self, ctx: Context) -> str:
-        return "check that no etcd member is new (those join with `cluster scale`)"
-
-    def run(self, ctx: Context) -> None:
-        applied = ctx.cdir.read_applied()
-        new = [n.name for n in ctx.spec.etcd_members if n.name not in applied]
-        if new:
-            raise ScaleError(
-                f"nodes[{', '.join(new)}]: new etcd members join a running cluster with `provisioner cluster scale`, "
-                "not create; nothing was changed"
-            )
 
 
 def create_phases() -> list[Phase]:
     return [
-        VersionGuard(),
-        MembershipGuard(),
         Preflight(),
+        GatherFacts(),
+        Guard(pki_guard, version_guard, membership_guard),
+        Artifacts(),
         Inventory(),
         Certificates(),
-        Artifacts(),
         Playbook("cluster.yml"),
         AdminKubeconfig(),
-        RecordNodes(),
     ]
 
 
 def scale_phases() -> list[Phase]:
-    return [VersionGuard(), Preflight(), Inventory(), Certificates(), Artifacts(), ScalePlaybook(), RecordNodes()]
+    return [
+        Preflight(),
+        GatherFacts(),
+        Guard(pki_guard, version_guard),
+        Artifacts(),
+        Inventory(),
+        Certificates(),
+        ScalePlaybook(),
+    ]
 
 
 class EtcdRestore:
@@ -411,15 +399,13 @@ class EtcdRestore:
         return f"restore every etcd member from {self.snapshot} (old data kept aside)"
 
     def run(self, ctx: Context) -> None:
-        import time
-
         ctx.extravars["etcd_restore_snapshot"] = str(self.snapshot)
         ctx.extravars["etcd_restore_stamp"] = "restore-" + time.strftime("%Y%m%d-%H%M%S")
         Playbook("etcd-restore.yml").run(ctx)
 
 
 def restore_phases(snapshot: Path) -> list[Phase]:
-    return [Preflight(), Inventory(), EtcdRestore(snapshot)]
+    return [Preflight(), GatherFacts(), Guard(pki_guard), Artifacts(), Inventory(), EtcdRestore(snapshot)]
 
 
 class RenewCertificates:
@@ -432,14 +418,21 @@ class RenewCertificates:
         return f"re-issue the component certificates in {ctx.cdir.pki} (same CAs)"
 
     def run(self, ctx: Context) -> None:
-        svc_ip = inventory.cluster_vars(ctx.spec, ctx.cdir.root)["kube_service_ip"]
-        made = pki.ensure(ctx.spec, ctx.cdir.pki, svc_ip, ctx.spec.api_lb.port, renew=True)
+        made = pki.ensure(ctx.spec, ctx.cdir.pki, defaults.service_ip(ctx.spec), ctx.spec.api_lb.port, renew=True)
         pki.admin_kubeconfig(ctx.spec, ctx.cdir.pki, ctx.cdir.kubeconfig, renew=True)
         ctx.say(f"certificates: re-issued {len(made)} files")
 
 
 def renew_phases() -> list[Phase]:
-    return [Preflight(), Inventory(), RenewCertificates(), Playbook("certs-renew.yml")]
+    return [
+        Preflight(),
+        GatherFacts(),
+        Guard(pki_guard),
+        Artifacts(),
+        Inventory(),
+        RenewCertificates(),
+        Playbook("certs-renew.yml"),
+    ]
 
 
 class RemoveNodes:
@@ -451,68 +444,51 @@ class RemoveNodes:
     def should_run(self, ctx: Context) -> bool:
         return True
 
-    def check(self, ctx: Context) -> None:
-        applied = ctx.cdir.read_applied()
-        for name in self.names:
-            try:
-                ctx.spec.node(name)
-            except KeyError:
-                raise ScaleError(f"{name} is not in the cluster file; nothing to remove") from None
-            if applied and name not in applied:
-                raise ScaleError(f"{name} is not part of the cluster yet")
-        staying = [n for n in ctx.spec.nodes if n.name not in self.names]
-        for role, what in (("control-plane", "control plane"), ("etcd", "etcd member")):
-            if any(role in n.roles for n in ctx.spec.nodes if n.name in self.names) and not any(
-                role in n.roles for n in staying
-            ):
-                raise ScaleError(
-                    f"removing {', '.join(self.names)} would leave no {what}; "
-                    "use `cluster reset` to take the whole cluster down"
-                )
-
     def dry_run(self, ctx: Context) -> str:
-        self.check(ctx)
         etcd = [n for n in self.names if "etcd" in ctx.spec.node(n).roles]
         return (
             (f"etcd member remove {', '.join(etcd)} (refused if quorum would break); " if etcd else "")
-            + f"drain and delete {', '.join(self.names)}, clean them, update the BGP peers"
-            + " and API servers of the others"
+            + f"ansible-playbook remove-node.yml -e removed_nodes={','.join(self.names)}: drain and delete, "
+            "clean them, update the BGP peers and API servers of the others"
         )
 
     def run(self, ctx: Context) -> None:
-        self.check(ctx)
-        ctx.extravars["removed_nodes"] = self.names
-        ctx.extravars["removed_etcd"] = [n for n in self.names if "etcd" in ctx.spec.node(n).roles]
-        staying_cps = [n.name for n in ctx.spec.control_planes if n.name not in self.names]
-        staying_etcd = [n.name for n in ctx.spec.etcd_members if n.name not in self.names]
-        # the node that runs kubectl and etcdctl: a control plane (with etcd) that stays
-        ctx.extravars["removed_via"] = next((n for n in staying_cps if n in staying_etcd), staying_cps[0])
-        ctx.extravars["removed_etcd_via"] = staying_etcd[0]
-        ctx.extravars["removed_control_planes"] = [n for n in self.names if "control-plane" in ctx.spec.node(n).roles]
+        ctx.extravars["removed_nodes"] = ",".join(self.names)
         Playbook("remove-node.yml").run(ctx)
-        applied = ctx.cdir.read_applied()
-        ctx.cdir.write_applied({k: v for k, v in applied.items() if k not in self.names})
         blocks = ctx.cdir.read_blocks()
         ctx.cdir.write_blocks({k: v for k, v in blocks.items() if k not in self.names})
 
 
 def remove_phases(names: list[str]) -> list[Phase]:
-    return [Preflight(leave_out=names), Inventory(), RemoveNodes(names)]
+    def removable(ctx: Context) -> list[str]:
+        facts = ctx.require_facts()
+        return guards.reachable(facts, leave_out=names) + guards.removable(ctx.spec, facts, names)
+
+    return [
+        Preflight(leave_out=names),
+        GatherFacts(),
+        Guard(pki_guard, removable),
+        Artifacts(),
+        Inventory(),
+        RemoveNodes(names),
+    ]
 
 
 def backup_phases() -> list[Phase]:
-    return [Preflight(), Inventory(), EtcdBackup("manual")]
+    return [Preflight(), Artifacts(), Inventory(), EtcdBackup("manual")]
 
 
 def reset_phases(backup: bool = True) -> list[Phase]:
-    phases: list[Phase] = [Preflight(), Inventory()]
+    phases: list[Phase] = [Preflight(), GatherFacts(), Guard(pki_guard), Artifacts(), Inventory()]
     if backup:
         phases.append(EtcdBackup("before-reset"))
     return [*phases, Playbook("reset.yml")]
 
 
 def execute(phases: list[Phase], ctx: Context, dry_run: bool = False) -> list[str]:
-    """Run the phases in order; the first failure stops the command. Returns what ran."""
+    """Run the phases in order; the first failure stops the command. Returns what ran.
+    In a dry run, read-only phases (preflight, facts, guards) run for real, so that what
+    is shown is what would happen; the others only describe themselves."""
     done = []
     for phase in phases:
         if not phase.should_run(ctx):

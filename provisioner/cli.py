@@ -288,13 +288,22 @@ def cluster_create(
 
 @cluster_app.command("validate")
 def cluster_validate(
-    file: FileOpt = Path("cluster.yaml"), state_dir: StateOpt = None, output: OutputOpt = Output.table
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    output: OutputOpt = Output.table,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", metavar="FILE", help="Also write pytest's JUnit XML report to FILE.")
+    ] = None,
 ) -> None:
-    """Run the shipped testinfra checks on every node; a per-node table, non-zero on failure."""
+    """Run the shipped testinfra checks on every node (through the cluster's inventory);
+    a per-node table, non-zero on failure."""
     from provisioner import validate
 
     spec = load_spec(file)
-    results = validate.run(spec, cluster_dir(spec, state_dir).root)
+    try:
+        results = validate.run(spec, cluster_dir(spec, state_dir).root, junit=junit)
+    except ProvisionerError as exc:
+        fail(exc.lines(), code=exc.exit_code)
     if output is Output.json:
         emit_json(
             [
@@ -321,6 +330,8 @@ def cluster_validate(
                 "\n".join(f"{k}: {v}" for k, v in r.failed.items()) or "-",
             )
         out.print(table)
+        if junit is not None:
+            err.print(f"JUnit report: {junit}")
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -529,18 +540,35 @@ def inventory_generate(
         Path | None, typer.Option("--out", "-o", help="Write here instead of the cluster directory.")
     ] = None,
     state_dir: StateOpt = None,
+    downloads_opt: Annotated[
+        bool, typer.Option("--downloads/--no-downloads", help="Read the download list from files_repo.")
+    ] = True,
 ) -> None:
-    """Write hosts.yaml + group_vars/ for the cluster file."""
+    """Write hosts.yaml + group_vars/ (and, in the cluster directory, ansible.cfg): all that
+    plain ansible-playbook needs. The download list is included when files_repo answers."""
+    from provisioner import ansible_config, artifacts
+    from provisioner.versions import release
+
     spec = load_spec(file)
     cdir = cluster_dir(spec, state_dir)
     try:
         blocks = inv.assign_pod_blocks(spec, cdir.read_blocks())
     except inv.BlockError as exc:
         fail(str(exc), code=2)
+    downloads = None
+    try:
+        if not downloads_opt:
+            raise ProvisionerError("--no-downloads")
+        manifest = artifacts.fetch_manifest(spec.artifacts.files_repo, timeout=3)
+        downloads = artifacts.downloads(manifest, release(spec.kubernetes.version), spec.artifacts.files_repo)
+    except ProvisionerError as exc:
+        if out_dir is None:
+            err.print(f"[yellow]warning:[/yellow] no download list in the inventory: {exc}", highlight=False)
     target = out_dir or cdir.ensure().inventory
     if out_dir is None:
         cdir.write_blocks(blocks)
-    inv.write(inv.build(spec, blocks, cdir.root), target)
+        ansible_config.write(cdir.root, len(spec.nodes))
+    inv.write(inv.build(spec, blocks, cdir.root, downloads), target)
     out.print(f"inventory written to {target}")
 
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner import yamlio
+from provisioner import defaults, yamlio
 from provisioner.errors import InputError
 from provisioner.spec import ClusterSpec
-from provisioner.versions import release
 
 GROUPS = ("etcd", "kube_control_plane", "kube_node", "calico_rr")
 ROLE_GROUP = {"etcd": "etcd", "control-plane": "kube_control_plane", "worker": "kube_node"}
@@ -71,50 +70,20 @@ class Inventory:
         return data
 
 
-def _nth(cidr: str, n: int) -> str:
-    return str(ipaddress.ip_network(cidr)[n])
-
-
 def cluster_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
-    rel = release(spec.kubernetes.version)
-    net = spec.network
-    return {
-        "cluster_name": spec.name,
-        "provisioner_cluster_dir": str(cluster_dir),
-        "ansible_user": spec.ssh.user,
-        "ansible_port": spec.ssh.port,
-        "ansible_ssh_private_key_file": str(Path(spec.ssh.private_key).expanduser()),
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "files_repo": spec.artifacts.files_repo.rstrip("/"),
-        "kube_version": rel.kubernetes,
-        "etcd_version": rel.etcd,
-        "coredns_version": rel.coredns,
-        "pause_version": rel.pause,
-        "cluster_domain": spec.kubernetes.cluster_domain,
-        "kube_proxy_mode": spec.kubernetes.proxy_mode,
-        "kubelet_fail_cgroup_v1": spec.kubernetes.fail_cgroup_v1,
-        "pod_subnet": net.pod_subnet,
-        "service_subnet": net.service_subnet,
-        "node_prefix": net.node_prefix,
-        "kube_service_ip": _nth(net.service_subnet, 1),
-        "cluster_dns_ip": _nth(net.service_subnet, 10),
-        "network_encapsulation": net.encapsulation,
-        "network_nat_outgoing": net.nat_outgoing,
-        "bgp_asn": net.bgp_asn,
-        "bgp_route_reflectors": list(net.route_reflectors),
-        "etcd_quota_backend_bytes": spec.etcd.quota_backend_bytes,
-        "etcd_memory_limit": spec.etcd.memory_limit,
-        "etcd_heartbeat_interval": spec.etcd.heartbeat_interval_ms,
-        "etcd_election_timeout": spec.etcd.election_timeout_ms,
-        "etcd_snapshot_count": spec.etcd.snapshot_count,
-        "api_lb_kind": spec.api_lb.kind,
-        "api_lb_port": spec.api_lb.port,
-        "containerd_restrict_oom_score_adj": spec.runtime.restrict_oom_score_adj,
-    }
+    """``group_vars/all`` (defaults.py is the one place that makes it)."""
+    return defaults.group_vars(spec, cluster_dir)
 
 
-def build(spec: ClusterSpec, blocks: dict[str, str], cluster_dir: Path) -> Inventory:
-    """Pure: the inventory for ``spec`` with the given pod block assignments."""
+def build(
+    spec: ClusterSpec,
+    blocks: dict[str, str],
+    cluster_dir: Path,
+    downloads: dict[str, list[dict[str, Any]]] | None = None,
+) -> Inventory:
+    """Pure: the inventory for ``spec`` with the given pod block assignments, and the
+    download list chosen from the mirror's manifest (artifacts.py), so that the
+    playbooks need nothing but this inventory."""
     hosts: dict[str, Any] = {}
     members: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     for node in spec.nodes:
@@ -140,7 +109,7 @@ def build(spec: ClusterSpec, blocks: dict[str, str], cluster_dir: Path) -> Inven
     children["k8s_cluster"] = {"children": cluster_children}
     return Inventory(
         hosts={"all": {"hosts": hosts, "children": children}},
-        group_vars={"all": cluster_vars(spec, cluster_dir)},
+        group_vars={"all": cluster_vars(spec, cluster_dir) | ({"download_artifacts": downloads} if downloads else {})},
     )
 
 

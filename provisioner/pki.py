@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provisioner.defaults import API_PORT
 from provisioner.errors import ProvisionerError
 from provisioner.spec import ClusterSpec
 
@@ -333,7 +334,7 @@ def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path, renew: boo
             {
                 "name": f"{spec.name}-{n.name}",
                 "cluster": {
-                    "server": f"https://{n.address}:6443",
+                    "server": f"https://{n.address}:{API_PORT}",
                     "certificate-authority-data": b64(pki_root / "ca.crt"),
                 },
             }

@@ -19,6 +19,7 @@ from pathlib import Path
 import paramiko
 
 from provisioner import ssh
+from provisioner.defaults import PORTS
 from provisioner.errors import InputError, ProvisionerError
 from provisioner.spec import ClusterSpec, Node
 
@@ -27,9 +28,17 @@ SUPPORTED_OS = {"debian": ("12", "13"), "ubuntu": ("22.04", "24.04")}
 SUPPORTED_OS_TEXT = ", ".join(f"{k} {v}" for k, vs in SUPPORTED_OS.items() for v in vs)
 
 # port -> the processes that may hold it (our own services on a re-run)
-PORTS_ALL = {10250: ("kubelet",), 10256: ("kube-proxy",), 179: ("bird",)}
-PORTS_CP = {6443: ("kube-apiserver",), 10257: ("kube-controller",), 10259: ("kube-scheduler",)}
-PORTS_ETCD = {2379: ("etcd",), 2380: ("etcd",)}
+PORTS_ALL = {
+    PORTS["kubelet_port"]: ("kubelet",),
+    PORTS["kube_proxy_healthz_port"]: ("kube-proxy",),
+    PORTS["bgp_port"]: ("bird",),
+}
+PORTS_CP = {
+    PORTS["kube_apiserver_port"]: ("kube-apiserver",),
+    PORTS["kube_controller_manager_port"]: ("kube-controller",),
+    PORTS["kube_scheduler_port"]: ("kube-scheduler",),
+}
+PORTS_ETCD = {PORTS["etcd_client_port"]: ("etcd",), PORTS["etcd_peer_port"]: ("etcd",)}
 
 PROBE = r"""
 echo "python3=$(command -v python3 || true)"

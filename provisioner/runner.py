@@ -16,8 +16,9 @@ from typing import Any
 
 import ansible_runner
 
+from provisioner import ansible_config
 from provisioner.errors import ProvisionerError
-from provisioner.paths import PLAYBOOKS, ROLES
+from provisioner.paths import PLAYBOOKS
 
 
 @dataclass
@@ -56,6 +57,7 @@ class RunResult:
     stats: dict[str, HostStats] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     log: Path | None = None
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> result of `collect`
 
     @property
     def ok(self) -> bool:
@@ -111,33 +113,10 @@ def _put_ansible_on_path() -> None:
 EventSink = Callable[[dict[str, Any]], None]
 
 
-def _mitogen_strategy_dir() -> str | None:
-    """mitogen's strategy plugins, when mitogen is installed (2-3x faster task dispatch)."""
-    try:
-        import ansible_mitogen
-    except ImportError:
-        return None
-    path = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
-    return str(path) if path.is_dir() else None
-
-
-def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        "ANSIBLE_ROLES_PATH": str(ROLES),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
-        "ANSIBLE_FORKS": "20",
-        "ANSIBLE_GATHERING": "smart",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "ANSIBLE_LOCALHOST_WARNING": "False",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
-    }
-    strategy = _mitogen_strategy_dir()
-    if strategy and os.environ.get("PROVISIONER_MITOGEN", "1") != "0":
-        env["ANSIBLE_STRATEGY_PLUGINS"] = strategy
-        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+def ansible_env(config: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Only the config file: every Ansible setting lives in the cluster's ansible.cfg, so
+    that plain ansible-playbook runs the same thing."""
+    env = {"ANSIBLE_CONFIG": str(config)}
     env.update(extra or {})
     return env
 
@@ -163,14 +142,20 @@ def run_playbook(
     on_event: EventSink | None = None,
     check: bool = False,
     envvars: dict[str, str] | None = None,
+    config: Path | None = None,
+    collect: str | None = None,
 ) -> RunResult:
-    """Run one playbook; return per-host stats and the failures, named by host and task."""
+    """Run one playbook; return per-host stats and the failures, named by host and task.
+    ``collect`` names a task whose per-host results are returned (facts gathering)."""
     playbook = Path(playbook)
     if not playbook.is_absolute():
         playbook = PLAYBOOKS / playbook
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
+    if config is None:  # a playbook run outside a cluster directory (tests, tools)
+        config = ansible_config.write(data_dir, node_count=5)
     failures: list[Failure] = []
+    collected: dict[str, dict[str, Any]] = {}
     marks: list[tuple[str, str]] = []  # (task, created) at each task start, then the end
     log = open(log_path, "a") if log_path else None
 
@@ -181,6 +166,8 @@ def run_playbook(
         kind = event.get("event")
         if kind in ("playbook_on_task_start", "playbook_on_play_start", "playbook_on_stats") and event.get("created"):
             marks.append((data.get("task") or data.get("play") or "", event["created"]))
+        if collect and kind == "runner_on_ok" and str(data.get("task", "")).endswith(collect):
+            collected[data.get("host", "?")] = data.get("res", {})
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             failures.append(
                 Failure(
@@ -204,7 +191,7 @@ def run_playbook(
             inventory=inventory if isinstance(inventory, dict) else str(inventory),
             limit=limit,
             extravars=extravars or {},
-            envvars=ansible_env(envvars),
+            envvars=ansible_env(config, envvars),
             event_handler=handler,
             quiet=True,
             rotate_artifacts=3,
@@ -240,4 +227,5 @@ def run_playbook(
         stats=stats,
         failures=failures,
         log=log_path,
+        collected=collected,
     )

@@ -79,6 +79,8 @@ def ansible_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, object]:
         "ansible_port": spec.ssh.port,
         "ansible_ssh_private_key_file": str(key_file(spec)),
         "ansible_ssh_common_args": ansible_common_args(cluster_dir),
+        # mitogen and Ansible's ssh plugin both check host keys only when this is on
+        "ansible_host_key_checking": True,
         "ansible_python_interpreter": "/usr/bin/python3",
     }
 

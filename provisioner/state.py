@@ -1,10 +1,14 @@
-"""The cluster directory: everything provisioner keeps about one cluster.
+"""The cluster directory: what provisioner keeps about one cluster on the controller.
+The truth about the cluster lives on the nodes (facts.py); what is here is the PKI, the
+generated inventory and config, logs, snapshots and caches.
 
 ``./clusters/<name>/`` by default (``--state-dir`` changes the parent), mode 0700::
 
-    cluster.yaml        copy of the spec last applied (written by create/scale)
-    pod-blocks.yaml     node -> pod block; stable, never renumbered
-    inventory/          hosts.yaml + group_vars/ (generated, readable)
+    pod-blocks.yaml     node -> pod block: a cache of what the nodes carry (facts win)
+    inventory/          hosts.yaml + group_vars/all.yml (generated, readable, complete)
+    ansible.cfg         every Ansible setting (generated): plain ansible-playbook uses it
+    known_hosts         the nodes' SSH host keys, pinned at first contact
+    facts-cache/        Ansible's fact cache between runs
     pki/                CAs and certificates (created once, never regenerated)
     admin.kubeconfig    written by create (0600)
     backups/            etcd snapshots taken before upgrade/reset
@@ -77,31 +81,12 @@ class ClusterDir:
         return self.logs / f"{stamp}-{command}.log"
 
     @property
-    def applied_file(self) -> Path:
-        return self.root / "applied-nodes.yaml"
-
-    def read_applied(self) -> dict[str, dict[str, object]]:
-        """The nodes as the last successful create/scale left them: name -> address, roles."""
-        if not self.applied_file.exists():
-            return {}
-        return yamlio.load(self.applied_file.read_text()) or {}
-
-    def write_applied(self, nodes: dict[str, dict[str, object]]) -> None:
-        self.ensure()
-        header = "# The nodes as the last successful create or scale left them (scale adds the others).\n"
-        self.applied_file.write_text(header + yamlio.dump(nodes))
+    def ansible_cfg(self) -> Path:
+        return self.root / "ansible.cfg"
 
     @property
-    def version_file(self) -> Path:
-        return self.root / "kubernetes-version"
-
-    def read_version(self) -> str | None:
-        """The Kubernetes version the cluster runs, as the last create/scale/upgrade left it."""
-        return self.version_file.read_text().strip() if self.version_file.exists() else None
-
-    def write_version(self, version: str) -> None:
-        self.ensure()
-        self.version_file.write_text(version + "\n")
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
 
     # -- pod block assignments ------------------------------------------------------------
     def read_blocks(self) -> dict[str, str]:

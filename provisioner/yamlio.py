@@ -16,4 +16,5 @@ def load(text: str) -> Any:
 
 
 def dump(data: Any, sort_keys: bool = False) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys, default_flow_style=False)
+    # no line folding: a long value (ssh args, a path) reads and diffs better on one line
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys, default_flow_style=False, width=100_000)

@@ -126,7 +126,9 @@ def test_plan_shows_recorded_blocks(tmp_path: Path) -> None:
 
 def test_inventory_generate_to_a_directory(tmp_path: Path) -> None:
     out, state = tmp_path / "inv", tmp_path / "state"
-    result = runner.invoke(app, ["inventory", "generate", "-f", str(HA), "-o", str(out), "--state-dir", str(state)])
+    result = runner.invoke(
+        app, ["inventory", "generate", "--no-downloads", "-f", str(HA), "-o", str(out), "--state-dir", str(state)]
+    )
     assert result.exit_code == 0, result.output
     assert f"inventory written to {out}" in " ".join(result.output.split())  # rich wraps at 80 columns
     assert sorted(str(p.relative_to(out)) for p in files_under(out)) == [
@@ -139,7 +141,9 @@ def test_inventory_generate_to_a_directory(tmp_path: Path) -> None:
 
 
 def test_inventory_generate_into_the_cluster_directory(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["inventory", "generate", "-f", str(HA), "--state-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["inventory", "generate", "--no-downloads", "-f", str(HA), "--state-dir", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     cdir = ClusterDir.for_cluster("ha", tmp_path)
     assert (cdir.inventory / "hosts.yaml").exists() and cdir.read_blocks()["w2"] == "10.233.68.0/24"

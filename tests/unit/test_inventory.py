@@ -63,7 +63,18 @@ def test_the_cli_writes_the_same_inventory(sample: Path, tmp_path: Path) -> None
     """`inventory generate -o` gives the golden files, once its state directory is named /state."""
     state = tmp_path / "state"
     result = CliRunner().invoke(
-        app, ["inventory", "generate", "-f", str(sample), "-o", str(tmp_path / "inv"), "--state-dir", str(state)]
+        app,
+        [
+            "inventory",
+            "generate",
+            "--no-downloads",
+            "-f",
+            str(sample),
+            "-o",
+            str(tmp_path / "inv"),
+            "--state-dir",
+            str(state),
+        ],
     )
     assert result.exit_code == 0, result.output
     for rel in FILES:
@@ -162,7 +173,15 @@ def _blocks_in_inventory(state: Path) -> dict[str, str]:
 def test_the_cli_persists_blocks_in_the_cluster_directory(tmp_path: Path) -> None:
     """`inventory generate` records pod-blocks.yaml; later runs keep every recorded block."""
     state, runner = tmp_path / "state", CliRunner()
-    generate = ["inventory", "generate", "-f", str(tmp_path / "cluster.yaml"), "--state-dir", str(state)]
+    generate = [
+        "inventory",
+        "generate",
+        "--no-downloads",
+        "-f",
+        str(tmp_path / "cluster.yaml"),
+        "--state-dir",
+        str(state),
+    ]
     _cluster_file(tmp_path / "cluster.yaml", ["w1", "w2", "w3"])
     assert runner.invoke(app, generate).exit_code == 0
     first = _blocks_in_inventory(state)

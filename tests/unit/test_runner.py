@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.runner import PlaybookFailed, RunResult, ansible_env, run_playbook
+from provisioner import ansible_config
+from provisioner.runner import PlaybookFailed, RunResult, run_playbook
 
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
 INVENTORY = {"all": {"hosts": {"here": dict(LOCAL), "there": dict(LOCAL)}}}
@@ -82,10 +83,10 @@ def test_a_failing_task_is_named_with_host_task_and_message(
 ) -> None:
     """Both strategies: create runs with mitogen's when it is installed."""
     monkeypatch.setenv("PROVISIONER_MITOGEN", mitogen)
-    strategy = ansible_env().get("ANSIBLE_STRATEGY", "linear")
-    if mitogen == "1" and strategy != "mitogen_linear":
+    if mitogen == "1" and ansible_config.mitogen_strategy_dir() is None:
         pytest.skip("mitogen is not installed")
-    assert strategy == ("mitogen_linear" if mitogen == "1" else "linear")
+    cfg = ansible_config.render(tmp_path, 2)
+    assert ("strategy = mitogen_linear" in cfg) == (mitogen == "1")
     log = tmp_path / "run.log"
     result = _run(tmp_path, FAILING, log_path=log)
     assert not result.ok and result.rc != 0 and result.status == "failed"
