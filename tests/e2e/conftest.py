@@ -20,11 +20,20 @@ from provisioner.mirror.manifest import Manifest
 from provisioner.versions import DEFAULT_KUBERNETES
 
 PROVISIONER = [sys.executable, "-m", "provisioner.cli"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def provisioner(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def provisioner(
+    *args: str, check: bool = True, timeout: float = 900, cli: list[str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it (``cli``: another install of it, e.g. the wheel's)."""
     proc = subprocess.run(
-        [*PROVISIONER, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}
+        [*(cli or PROVISIONER), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"provisioner {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -102,9 +111,19 @@ def make_cluster(name: str, subnet: str, nodes: int, control_planes: int, tmp: P
         lab.down(say=lambda m: None)
 
 
-def create(lab: Lab, state_dir: Path) -> dict[str, Any]:
+def create(lab: Lab, state_dir: Path, cli: list[str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
     proc = provisioner(
-        "cluster", "create", "-f", str(lab.cluster_file), "--state-dir", str(state_dir), "--output", "json", check=False
+        "cluster",
+        "create",
+        "-f",
+        str(lab.cluster_file),
+        "--state-dir",
+        str(state_dir),
+        "--output",
+        "json",
+        check=False,
+        cli=cli,
+        cwd=cwd,
     )
     try:
         data = json.loads(proc.stdout)
@@ -120,3 +139,21 @@ def changed_tasks(result: dict[str, Any]) -> dict[str, int]:
         for host, stats in run["stats"].items():
             totals[host] = totals.get(host, 0) + stats["changed"]
     return totals
+
+
+def installed_wheel(tmp: Path) -> Path:
+    """Build the wheel and install it, not editable, into a fresh venv outside the
+    checkout; returns the venv (its bin/provisioner is the installed CLI)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp.glob("provisioner-*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, capture_output=True, timeout=900
+    )
+    return venv

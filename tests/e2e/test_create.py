@@ -1,15 +1,26 @@
-"""cluster create on the lab, from the mirror: topology (a) 1 control plane + 2 workers."""
+"""cluster create on the lab, from the mirror: topology (a) 1 control plane + 2 workers.
+
+The cluster is created by the wheel, installed into a fresh venv outside the checkout;
+the later tests use the checkout's CLI and plain ansible-playbook on the same cluster, and
+show that the truth lives on the nodes: a state directory that did not create the
+cluster is refused, and so is a node whose SSH host key changed."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from provisioner.lab.manager import DEFAULT_MIRROR
-from provisioner.versions import DEFAULT_KUBERNETES
-from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
+from provisioner.versions import DEFAULT_KUBERNETES, SUPPORTED_KUBERNETES
+from tests.e2e.conftest import ROOT, Cluster, changed_tasks, create, installed_wheel, make_cluster, provisioner
 from tests.e2e.workloads import check_workloads
 
 pytestmark = pytest.mark.e2e
@@ -21,9 +32,15 @@ def lab_a(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def cluster_a(lab_a) -> Cluster:
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return installed_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def cluster_a(lab_a, wheel_venv: Path) -> Cluster:
     lab, state = lab_a
-    return Cluster(lab, lab.cluster_file, state, create(lab, state))
+    cli = [str(wheel_venv / "bin" / "provisioner")]
+    return Cluster(lab, lab.cluster_file, state, create(lab, state, cli=cli, cwd=wheel_venv))
 
 
 def test_unreachable_node_fails_in_preflight_and_changes_nothing(lab_a, tmp_path: Path) -> None:
@@ -83,3 +100,92 @@ def test_mirror_binaries_and_images_are_the_pinned_ones(cluster_a: Cluster) -> N
     assert pause in images.split() and busybox_image() in images.split(), images
     out = host.check_output(f"ctr -n k8s.io run --rm {busybox_image()} mirror-check echo hello-from-the-test-image")
     assert out == "hello-from-the-test-image"
+
+
+def test_the_cluster_came_from_the_installed_wheel(cluster_a: Cluster, wheel_venv: Path) -> None:
+    """The wheel carries the playbooks, roles, checks and Go pins: its own copy ran."""
+    where = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-c", "import provisioner.paths as p; print(p.PLAYBOOKS, p.GO_MODULES)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=wheel_venv,
+    ).stdout.split()
+    assert all(str(wheel_venv) in w and Path(w).is_dir() for w in where), where
+    cfg = (cluster_a.state_dir / "e2ea" / "ansible.cfg").read_text()
+    assert f"roles_path = {where[0]}/roles" in cfg
+    plan = provisioner(
+        "cluster", "plan", "-f", str(cluster_a.file), "-o", "json", cli=[str(wheel_venv / "bin" / "provisioner")]
+    )
+    assert [n["name"] for n in json.loads(plan.stdout)["nodes"]] == ["cp1", "w1", "w2"]
+
+
+def test_plain_ansible_playbook_with_the_inventory_changes_nothing(cluster_a: Cluster) -> None:
+    """kubespray's way, no provisioner and no ansible.cfg: the inventory carries everything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    inventory = cluster_a.state_dir / "e2ea" / "inventory"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/cluster.yml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
+    assert sorted(h for h, _ in recap) == ["cp1", "w1", "w2"], proc.stdout[-2000:]
+    assert all(c == "0" for _, c in recap), recap
+
+
+def _ca_on(cluster: Cluster, node: str) -> str:
+    import testinfra
+
+    row = next(r for r in cluster.lab.status() if r["node"] == node)
+    host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster.lab.key}")
+    return host.check_output("sha256sum /etc/kubernetes/pki/ca.crt")
+
+
+def test_a_state_dir_that_did_not_create_the_cluster_is_refused(cluster_a: Cluster, tmp_path: Path) -> None:
+    before = _ca_on(cluster_a, "cp1")
+    proc = provisioner("cluster", "create", "-f", str(cluster_a.file), "--state-dir", str(tmp_path), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cp1: the node trusts the cluster CA sha256:" in proc.stderr
+    assert "this state directory did not create the cluster" in proc.stderr
+    assert "nothing was changed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "e2ea" / "pki").exists(), "no CA may be made over a running cluster"
+    assert _ca_on(cluster_a, "cp1") == before
+
+
+def test_with_only_the_pki_copied_a_version_change_is_still_refused(cluster_a: Cluster, tmp_path: Path) -> None:
+    shutil.copytree(cluster_a.state_dir / "e2ea" / "pki", tmp_path / "e2ea" / "pki")
+    spec = cluster_a.spec()
+    running = spec["kubernetes"].get("version") or DEFAULT_KUBERNETES
+    other = next(v for v in SUPPORTED_KUBERNETES if v != running)
+    spec["kubernetes"]["version"] = other
+    changed = tmp_path / "cluster.yaml"
+    changed.write_text(yaml.safe_dump(spec))
+    proc = provisioner("cluster", "create", "-f", str(changed), "--state-dir", str(tmp_path), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"kubernetes.version: the cluster runs {running} and the file says {other}" in proc.stderr
+    assert "nothing was changed" in proc.stderr
+
+
+def test_a_node_whose_host_key_changed_is_refused(cluster_a: Cluster) -> None:
+    import testinfra
+
+    row = next(r for r in cluster_a.lab.status() if r["node"] == "w2")
+    host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_a.lab.key}")
+    host.check_output(
+        "rm -f /etc/ssh/ssh_host_*; ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key"
+        " && systemctl restart ssh"
+    )
+    args = ("cluster", "preflight", "-f", str(cluster_a.file), "--state-dir", str(cluster_a.state_dir))
+    proc = provisioner(*args, check=False)
+    assert proc.returncode != 0
+    assert "w2" in proc.stderr and "host key" in proc.stderr and "SHA256:" in proc.stderr, proc.stderr
+    create_proc = provisioner(
+        "cluster", "create", "-f", str(cluster_a.file), "--state-dir", str(cluster_a.state_dir), check=False
+    )
+    assert create_proc.returncode != 0 and "host key" in create_proc.stderr
+    provisioner(*args, "--accept-host-key", "w2")  # re-pinned on purpose: passes again
