@@ -1,32 +1,40 @@
-"""What a healthy node of a provisioner cluster looks like, by role."""
+"""What a healthy node of a provisioner cluster looks like, by kubespray group.
+
+The node's groups, the other members of each group and the cluster-wide values come from
+the cluster's inventory (see conftest.py); a check that does not apply to a node's groups
+is skipped there.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 from cryptography import x509
+
+if TYPE_CHECKING:
+    from provisioner.checks.conftest import Node
 
 PKI = "/etc/kubernetes/pki"
 
+# group -> what every member of it runs, listens on, holds
 SERVICES = {
-    "all": ["containerd", "kubelet", "kube-proxy", "api-lb", "bird"],
+    "k8s_cluster": ["containerd", "kubelet", "kube-proxy", "api-lb", "bird"],
     "etcd": ["etcd"],
-    "control-plane": ["kube-apiserver", "kube-controller-manager", "kube-scheduler"],
+    "kube_control_plane": ["kube-apiserver", "kube-controller-manager", "kube-scheduler"],
 }
 PORTS = {
-    "all": ["tcp://10250", "tcp://10256", "tcp://0.0.0.0:179", "tcp://127.0.0.1:{lb}"],
+    "k8s_cluster": ["tcp://10250", "tcp://10256", "tcp://0.0.0.0:179", "tcp://127.0.0.1:{lb}"],
     "etcd": ["tcp://{ip}:2379", "tcp://{ip}:2380"],
-    "control-plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
+    "kube_control_plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
 }
-# certificate -> its CA, by role
+# certificate -> its CA
 CERTS = {
-    "all": [("kubelet.crt", "ca.crt")],
+    "k8s_cluster": [("kubelet.crt", "ca.crt")],
     "etcd": [("etcd/server.crt", "etcd/ca.crt"), ("etcd/peer.crt", "etcd/ca.crt")],
-    "control-plane": [
+    "kube_control_plane": [
         ("apiserver.crt", "ca.crt"),
         ("apiserver-kubelet-client.crt", "ca.crt"),
         ("apiserver-etcd-client.crt", "etcd/ca.crt"),
@@ -39,32 +47,33 @@ ETCDCTL = (
 )
 
 
-def _by_role(table: dict[str, list[Any]], roles: list[str]) -> list[Any]:
-    return table["all"] + [x for r in roles for x in table.get(r, [])]
+def _for(table: dict[str, list[Any]], node: Node) -> list[Any]:
+    return [x for group, items in table.items() if group in node.groups for x in items]
 
 
-def test_services_active_and_enabled(host: Any, node: dict[str, Any]) -> None:
+def test_services_active_and_enabled(host: Any, node: Node) -> None:
     bad = []
-    for name in _by_role(SERVICES, node["roles"]):
+    for name in _for(SERVICES, node):
         svc = host.service(name)
-        if not (svc.is_running and svc.is_enabled):
-            bad.append(f"{name} (running={svc.is_running}, enabled={svc.is_enabled})")
+        running, enabled = svc.is_running, svc.is_enabled  # each asked once: a command on the node
+        if not (running and enabled):
+            bad.append(f"{name} (running={running}, enabled={enabled})")
     assert not bad, "services not active and enabled: " + ", ".join(bad)
 
 
-def test_ports_listening(host: Any, node: dict[str, Any], cluster: dict[str, Any]) -> None:
+def test_ports_listening(host: Any, node: Node, hostvars: dict[str, Any]) -> None:
     missing = []
-    for spec in _by_role(PORTS, node["roles"]):
-        url = spec.format(ip=node["address"], lb=cluster["api_lb_port"])
+    for spec in _for(PORTS, node):
+        url = spec.format(ip=node.address, lb=hostvars["api_lb_port"])
         if not host.socket(url).is_listening:
             missing.append(url)
     assert not missing, "not listening: " + ", ".join(missing)
 
 
-def test_certificates_valid_and_match_their_ca(host: Any, node: dict[str, Any]) -> None:
+def test_certificates_valid_and_match_their_ca(host: Any, node: Node) -> None:
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     problems = []
-    for cert_path, ca_path in _by_role(CERTS, node["roles"]):
+    for cert_path, ca_path in _for(CERTS, node):
         cert = x509.load_pem_x509_certificate(host.file(f"{PKI}/{cert_path}").content)
         ca = x509.load_pem_x509_certificate(host.file(f"{PKI}/{ca_path}").content)
         try:
@@ -89,35 +98,39 @@ def test_key_files_are_private(host: Any) -> None:
     assert not loose, "readable by others, should be 0600: " + ", ".join(loose)
 
 
-def test_etcd_healthy_with_every_member(host: Any, node: dict[str, Any], context: dict[str, Any]) -> None:
-    if "etcd" not in node["roles"]:
-        pytest.skip("not an etcd member")
+def test_etcd_healthy_with_every_member(host: Any, node: Node, groups: dict[str, list[str]]) -> None:
+    node.require("etcd")
     health = host.run(f"{ETCDCTL} endpoint health")
     assert health.rc == 0, f"etcd endpoint health: {health.stderr or health.stdout}"
     members = host.run(f"{ETCDCTL} member list -w json")
     assert members.rc == 0, members.stderr
     names = sorted(m.get("name", "") for m in json.loads(members.stdout)["members"])
-    expected = sorted(n["name"] for n in context["nodes"].values() if "etcd" in n["roles"])
+    expected = sorted(groups["etcd"])
     assert names == expected, f"etcd members {names}, expected {expected}"
 
 
-def test_bird_sessions_established(host: Any, node: dict[str, Any], context: dict[str, Any]) -> None:
+def test_bird_sessions_established(
+    host: Any, node: Node, hostvars: dict[str, Any], groups: dict[str, list[str]]
+) -> None:
+    node.require("k8s_cluster")
     out = host.run("birdc show protocols")
     assert out.rc == 0, f"birdc: {out.stderr or out.stdout}"
     sessions = [line.split() for line in out.stdout.splitlines() if re.match(r"^peer_\S+\s+BGP", line)]
-    rrs = context["cluster"]["route_reflectors"]
-    if rrs and node["name"] not in rrs:
+    rrs = hostvars["bgp_route_reflectors"]
+    # as the network role's bird.conf: a client peers with the reflectors, the others with every node
+    if rrs and node.name not in rrs:
         expected = len(rrs)
     else:
-        expected = len(context["nodes"]) - 1
+        expected = len(groups["k8s_cluster"]) - 1
     assert len(sessions) == expected, f"{len(sessions)} BGP peers configured, expected {expected}"
     down = [s[0] for s in sessions if "Established" not in s]
     assert not down, "BGP sessions not Established: " + ", ".join(down)
 
 
-def test_node_ready(host: Any, node: dict[str, Any]) -> None:
+def test_node_ready(host: Any, node: Node) -> None:
+    node.require("k8s_cluster")
     out = host.run(
-        "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/kubelet.kubeconfig get node %s -o json", node["name"]
+        "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/kubelet.kubeconfig get node %s -o json", node.name
     )
     assert out.rc == 0, f"kubectl get node: {out.stderr}"
     conditions = {c["type"]: c["status"] for c in json.loads(out.stdout)["status"]["conditions"]}
@@ -136,10 +149,12 @@ print(rcode, an, socket.inet_ntoa(r[-4:]) if an else "")
 """
 
 
-def test_coredns_answers(host: Any, cluster: dict[str, Any]) -> None:
-    name = f"kubernetes.default.svc.{cluster['cluster_domain']}"
-    out = host.run("python3 -c %s %s %s", DNS_QUERY, name, cluster["cluster_dns_ip"])
-    assert out.rc == 0, f"no DNS answer from {cluster['cluster_dns_ip']}: {out.stderr.strip()[-200:]}"
+def test_coredns_answers(host: Any, node: Node, hostvars: dict[str, Any]) -> None:
+    node.require("k8s_cluster")
+    name = f"kubernetes.default.svc.{hostvars['cluster_domain']}"
+    out = host.run("python3 -c %s %s %s", DNS_QUERY, name, hostvars["cluster_dns_ip"])
+    assert out.rc == 0, f"no DNS answer from {hostvars['cluster_dns_ip']}: {out.stderr.strip()[-200:]}"
     rcode, answers, address = [*out.stdout.split(), "", "", ""][:3]
     assert rcode == "0" and int(answers) >= 1, f"DNS rcode {rcode}, {answers} answers"
-    assert address == cluster["kube_service_ip"], f"{name} resolved to {address}, expected {cluster['kube_service_ip']}"
+    expected = hostvars["kube_service_ip"]
+    assert address == expected, f"{name} resolved to {address}, expected {expected}"
