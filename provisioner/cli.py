@@ -662,16 +662,20 @@ def mirror_build(
     ] = ",".join(SUPPORTED_KUBERNETES),
     directory: MirrorDir = DEFAULT_MIRROR,
 ) -> None:
-    """Build (or bring up to date) every artifact a cluster needs, and the manifest."""
-    from provisioner.mirror.build import Builder, MirrorBuildError
+    """Build (or bring up to date) every artifact a cluster needs, and the manifest.
 
-    builder = Builder(mirror=directory, say=lambda m: err.print(m))
+    Components whose inputs did not change are taken from the cache ("cached"); a real build
+    shows what it compiles and for how long (live on a terminal, a line every 30 s otherwise)."""
+    from provisioner.mirror.build import Builder, ConsoleProgress, MirrorBuildError
+
+    progress = ConsoleProgress(err)
+    builder = Builder(mirror=directory, say=progress.say, live=progress.live)
     try:
         manifest = builder.build([v.strip() for v in kubernetes.split(",") if v.strip()])
     except MirrorBuildError as exc:
         fail(str(exc).splitlines())
     for key, seconds in builder.timings.items():
-        err.print(f"  {key:<22} {seconds:7.1f}s")
+        err.print(f"  {key:<22} {seconds:7.1f}s  {builder.outcomes.get(key, '')}", highlight=False)
     out.print(f"mirror {directory}: {len(manifest.artifacts)} artifacts")
 
 

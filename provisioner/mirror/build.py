@@ -2,8 +2,10 @@
 their Go modules (pinned in ``provisioner/mirror/go``), runc, CNI plugins and busybox from Debian's
 packages, and the pause, CoreDNS and test images as OCI tarballs.
 
-Every component is stamped with a hash of its inputs; an unchanged component is skipped,
-so a second build takes seconds. Go's module and build caches live outside the repo.
+Every component is stamped with a hash of its inputs; an unchanged component is skipped
+(and reported as cached), so a second build takes seconds. Real work (a Go build, a package
+download) is shown while it runs, with the elapsed time: live on a terminal, a line every
+30 s otherwise (CI logs). Go's module and build caches live outside the repo.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from provisioner.errors import ProvisionerError
 from provisioner.lab.host import CACHE_ROOT
@@ -63,6 +70,59 @@ class MirrorBuildError(ProvisionerError):
 
 
 Say = Callable[[str], None]
+Status = Callable[[str], None]  # replaces the text shown for the work under way
+Live = Callable[[str], AbstractContextManager[Status]]  # around real work: shows it and its elapsed time
+
+EVERY = 30.0  # seconds between progress lines when nobody watches a terminal
+
+
+@contextmanager
+def every_so_often(say: Say, what: str, every: float = EVERY) -> Iterator[Status]:
+    """Around long work where a live display is no use (a log file, CI): a line at the start,
+    one every ``every`` seconds with the elapsed time, and one at the end when it succeeded."""
+    started = time.monotonic()
+    text = [what]
+    say(f"{what} ...")
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            say(f"{text[0]} ... {time.monotonic() - started:.0f}s")
+
+    ticker = threading.Thread(target=tick, name="mirror-progress", daemon=True)
+    ticker.start()
+    try:
+        yield lambda new: text.__setitem__(0, new)
+    finally:
+        stop.set()
+        ticker.join()
+    say(f"{what}: done in {time.monotonic() - started:.0f}s")
+
+
+class ConsoleProgress:
+    """The build's progress on a rich console (the CLI gives its stderr): a line per component
+    taken from the cache, and around real work a spinner with what runs and the elapsed time,
+    or, when the console is not a terminal, ``every_so_often`` lines."""
+
+    def __init__(self, console: Console | None = None, every: float = EVERY):
+        self.console = console or Console(stderr=True)
+        self.every = every
+
+    def say(self, message: str) -> None:
+        self.console.print(message, highlight=False, soft_wrap=True)
+
+    @contextmanager
+    def live(self, what: str) -> Iterator[Status]:
+        if not self.console.is_terminal:
+            with every_so_often(self.say, what, self.every) as status:
+                yield status
+            return
+        started = time.monotonic()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=True, refresh_per_second=2) as progress:
+            task = progress.add_task(what, total=None)
+            yield lambda new: progress.update(task, description=new)
+        self.say(f"{what}: done in {time.monotonic() - started:.0f}s")
 
 
 @dataclass
@@ -70,10 +130,18 @@ class Builder:
     mirror: Path = DEFAULT_DIR
     cache: Path = CACHE_ROOT
     say: Say = print
+    live: Live | None = None  # default: every_so_often lines through ``say``
 
     def __post_init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.outcomes: dict[str, str] = {}  # component -> "built" (something was built or fetched) or "cached"
+        self._worked = False
         self.mirror.mkdir(parents=True, exist_ok=True)
+
+    def working(self, what: str) -> AbstractContextManager[Status]:
+        """Real work starts: show it (and its elapsed time) while it runs; the component is "built"."""
+        self._worked = True
+        return self.live(what) if self.live else every_so_often(self.say, what)
 
     # -- helpers --------------------------------------------------------------------------
     def go_env(self) -> dict[str, str]:
@@ -102,9 +170,17 @@ class Builder:
         return s.exists() and s.read_text() == stamp and all((out / f).exists() for f in files)
 
     def go_build(
-        self, module: str, binaries: dict[str, str], out: Path, ldflags: str = "-s -w", tags: tuple[str, ...] = ()
+        self,
+        module: str,
+        binaries: dict[str, str],
+        out: Path,
+        ldflags: str = "-s -w",
+        tags: tuple[str, ...] = (),
+        what: str = "",
     ) -> bool:
-        """Build ``{binary name: package}`` of ``provisioner/mirror/go/<module>`` into ``out``; False if fresh."""
+        """Build ``{binary name: package}`` of ``provisioner/mirror/go/<module>`` into ``out``; False if
+        fresh (said as "<what>: cached"); a real build is shown, binary by binary, while it runs."""
+        what = what or module
         mdir = GO_MODULES / module
         names, packages = list(binaries), list(binaries.values())
         sum_file = mdir / "go.sum"
@@ -117,20 +193,23 @@ class Builder:
             self._go_version(),
         )
         if self._fresh(out, stamp, names):
+            self.say(f"{what}: cached")
             return False
         out.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for pkg, name in zip(packages, names, strict=True):
-            cmd = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp / name)]
-            if tags:
-                cmd += ["-tags", ",".join(tags)]
-            proc = subprocess.run([*cmd, pkg], cwd=mdir, env=self.go_env(), capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise MirrorBuildError(
-                    f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}"
-                )
+        with self.working(f"{what}: building {', '.join(names)}") as status:
+            for i, (pkg, name) in enumerate(zip(packages, names, strict=True), 1):
+                status(f"{what}: go build {name}" + (f" ({i}/{len(names)})" if len(names) > 1 else ""))
+                cmd = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp / name)]
+                if tags:
+                    cmd += ["-tags", ",".join(tags)]
+                proc = subprocess.run([*cmd, pkg], cwd=mdir, env=self.go_env(), capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise MirrorBuildError(
+                        f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}"
+                    )
         for name in names:
             (tmp / name).replace(out / name)
         shutil.rmtree(tmp)
@@ -138,9 +217,12 @@ class Builder:
         return True
 
     def _timed(self, key: str, fn: Callable[[], list[Artifact]]) -> list[Artifact]:
+        """Run one component's step: its time, and whether anything was built ("built") or not ("cached")."""
+        self._worked = False
         started = time.monotonic()
         arts = fn()
         self.timings[key] = round(time.monotonic() - started, 1)
+        self.outcomes[key] = "built" if self._worked else "cached"
         return arts
 
     # -- components -----------------------------------------------------------------------
@@ -164,21 +246,20 @@ class Builder:
                 f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
             ]
         out = self.mirror / "kubernetes" / version / "linux" / "amd64"
-        self.say(f"kubernetes {version}: building {', '.join(KUBE_BINARIES)} (cached after the first time)")
-        self.go_build(module, {b: f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES}, out, " ".join(ld))
+        binaries = {b: f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES}
+        self.go_build(module, binaries, out, " ".join(ld), what=f"kubernetes {version}")
         return [describe(self.mirror, out / b, name=b, version=version, component="kubernetes") for b in KUBE_BINARIES]
 
     def etcd(self) -> list[Artifact]:
         version = module_requirement(GO_MODULES / "etcd", "go.etcd.io/etcd/server/v3")
         out = self.mirror / "etcd" / version / "linux" / "amd64"
-        self.say(f"etcd {version}: building etcd, etcdctl, etcdutl")
         ld = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={version}"
         pkgs = {
             "etcd": "go.etcd.io/etcd/server/v3",
             "etcdctl": "go.etcd.io/etcd/etcdctl/v3",
             "etcdutl": "go.etcd.io/etcd/etcdutl/v3",
         }
-        self.go_build("etcd", pkgs, out, ld)
+        self.go_build("etcd", pkgs, out, ld, what=f"etcd {version}")
         return [
             describe(self.mirror, out / b, name=b, version=version, component="etcd")
             for b in ("etcd", "etcdctl", "etcdutl")
@@ -187,7 +268,6 @@ class Builder:
     def containerd(self) -> list[Artifact]:
         version = module_requirement(GO_MODULES / "containerd", "github.com/containerd/containerd/v2")
         out = self.mirror / "containerd" / version / "linux" / "amd64"
-        self.say(f"containerd {version}: building containerd, containerd-shim-runc-v2, ctr")
         names = ("containerd", "containerd-shim-runc-v2", "ctr")
         ld = f"-s -w -X github.com/containerd/containerd/v2/version.Version={version}"
         self.go_build(
@@ -196,6 +276,7 @@ class Builder:
             out,
             ld,
             tags=("no_btrfs", "no_devmapper", "no_zfs", "no_aufs"),
+            what=f"containerd {version}",
         )
         return [describe(self.mirror, out / n, name=n, version=version, component="containerd") for n in names]
 
@@ -205,7 +286,8 @@ class Builder:
         debs.mkdir(parents=True, exist_ok=True)
         found = sorted(debs.glob(f"{package}_*.deb"))
         if not found:
-            proc = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+            with self.working(f"{package}: apt-get download"):
+                proc = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise MirrorBuildError(
                     f"apt-get download {package} failed ({proc.stderr.strip()[-300:]}); run `apt-get update` first"
@@ -216,7 +298,10 @@ class Builder:
             ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
         ).stdout.strip()
         root = debs / (deb.stem + ".x")
-        if not root.exists():
+        if root.exists():
+            self.say(f"{package} {upstream_version(version)}: cached")
+        else:
+            self._worked = True
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         return root, upstream_version(version)
 
@@ -247,19 +332,19 @@ class Builder:
 
     def pause_image(self, tag: str) -> list[Artifact]:
         out = self.cache / "build" / "pause"
-        self.go_build("pause", {"pause": "."}, out)
+        self.go_build("pause", {"pause": "."}, out, what=f"pause {tag}")
         image = oci.Image(f"{PAUSE_IMAGE}:{tag}", [oci.Entry("pause", source=out / "pause", mode=0o755)], ["/pause"])
         return [self._image(image, f"pause-{tag}.oci.tar", "image-pause", tag)]
 
     def coredns_image(self) -> list[Artifact]:
         version = module_requirement(GO_MODULES / "coredns", "github.com/coredns/coredns")
         out = self.cache / "build" / "coredns" / version
-        self.say(f"coredns {version}: building and packing the image")
         self.go_build(
             "coredns",
             {"coredns": "github.com/coredns/coredns"},
             out,
             f"-s -w -X github.com/coredns/coredns/coremain.GitCommit={version}",
+            what=f"coredns {version}",
         )
         image = oci.Image(
             f"{COREDNS_IMAGE}:{version}",
