@@ -2,6 +2,8 @@
 #   sudo make demo   set up, build/reuse the mirror, bring up the lab, create and validate a cluster
 #   sudo make test   set up and run every test (lint, unit, lab, end-to-end)
 SHELL := /bin/bash
+# Go's own installer puts it in /usr/local/go/bin, which a login PATH (sudo, env -i, CI) lacks.
+export PATH := $(PATH):/usr/local/go/bin
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROV := $(VENV)/bin/provisioner
