@@ -26,7 +26,7 @@ SERVICES = {
     "kube_control_plane": ["kube-apiserver", "kube-controller-manager", "kube-scheduler"],
 }
 PORTS = {
-    "k8s_cluster": ["tcp://10250", "tcp://10256", "tcp://0.0.0.0:179", "tcp://127.0.0.1:{lb}"],
+    "k8s_cluster": ["tcp://10250", "tcp://10256", "tcp://127.0.0.1:{lb}"],
     "etcd": ["tcp://{ip}:2379", "tcp://{ip}:2380"],
     "kube_control_plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
 }
@@ -47,8 +47,20 @@ ETCDCTL = (
 )
 
 
+BGP_PORT = "tcp://0.0.0.0:179"  # BIRD listens only once it has a BGP peer
+
+
 def _for(table: dict[str, list[Any]], node: Node) -> list[Any]:
     return [x for group, items in table.items() if group in node.groups for x in items]
+
+
+def _bgp_peers(node: Node, hostvars: dict[str, Any], groups: dict[str, list[str]]) -> int:
+    """As the network role's bird.conf: a route reflector's client peers with the reflectors,
+    every other Kubernetes node with all the others."""
+    rrs = hostvars["bgp_route_reflectors"]
+    if rrs and node.name not in rrs:
+        return len(rrs)
+    return len(groups["k8s_cluster"]) - 1
 
 
 def test_services_active_and_enabled(host: Any, node: Node) -> None:
@@ -61,9 +73,10 @@ def test_services_active_and_enabled(host: Any, node: Node) -> None:
     assert not bad, "services not active and enabled: " + ", ".join(bad)
 
 
-def test_ports_listening(host: Any, node: Node, hostvars: dict[str, Any]) -> None:
+def test_ports_listening(host: Any, node: Node, hostvars: dict[str, Any], groups: dict[str, list[str]]) -> None:
     missing = []
-    for spec in _for(PORTS, node):
+    bgp = [BGP_PORT] if "k8s_cluster" in node.groups and _bgp_peers(node, hostvars, groups) else []
+    for spec in _for(PORTS, node) + bgp:
         url = spec.format(ip=node.address, lb=hostvars["api_lb_port"])
         if not host.socket(url).is_listening:
             missing.append(url)
@@ -116,12 +129,7 @@ def test_bird_sessions_established(
     out = host.run("birdc show protocols")
     assert out.rc == 0, f"birdc: {out.stderr or out.stdout}"
     sessions = [line.split() for line in out.stdout.splitlines() if re.match(r"^peer_\S+\s+BGP", line)]
-    rrs = hostvars["bgp_route_reflectors"]
-    # as the network role's bird.conf: a client peers with the reflectors, the others with every node
-    if rrs and node.name not in rrs:
-        expected = len(rrs)
-    else:
-        expected = len(groups["k8s_cluster"]) - 1
+    expected = _bgp_peers(node, hostvars, groups)
     assert len(sessions) == expected, f"{len(sessions)} BGP peers configured, expected {expected}"
     down = [s[0] for s in sessions if "Established" not in s]
     assert not down, "BGP sessions not Established: " + ", ".join(down)
