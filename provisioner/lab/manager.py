@@ -162,6 +162,8 @@ class Lab:
             raise LabError(f"--subnet: {net} is too small for {nodes} nodes; use a /24")
         if st is None:
             st = LabState(self.name, str(net), f"pvl-{self.name}"[:15])
+        if user := services.subnet_user(net, st.bridge):
+            raise LabError(f"--subnet: {net} is already used on this host by {user}; choose another subnet")
         have = {n.name for n in st.nodes}
         for name, roles in node_layout(nodes, control_planes):
             if name not in have:

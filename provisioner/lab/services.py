@@ -47,6 +47,20 @@ def bridge_up(name: str, subnet: ipaddress.IPv4Network) -> str:
     return str(subnet[1])
 
 
+def subnet_user(subnet: ipaddress.IPv4Network, bridge: str) -> str | None:
+    """Another interface of the host with an address in ``subnet`` (another lab's bridge,
+    or a real network): the lab would answer for, or shadow, its addresses."""
+    out = run(["ip", "-o", "-4", "addr", "show"], check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if "inet" not in fields or fields[1] == bridge:
+            continue
+        iface = ipaddress.ip_interface(fields[fields.index("inet") + 1])
+        if iface.network.overlaps(subnet):
+            return f"{fields[1]} ({iface})"
+    return None
+
+
 def bridge_down(name: str) -> None:
     if run(["ip", "link", "show", name], check=False).returncode == 0:
         run(["ip", "link", "delete", name])

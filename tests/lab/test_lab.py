@@ -68,6 +68,13 @@ def test_apt_install_through_the_proxy(lab: Lab) -> None:
     assert "Hello, world!" in out.stdout
 
 
+def test_a_subnet_another_lab_uses_is_refused(lab: Lab, tmp_path: Path) -> None:
+    other = Lab("labother", tmp_path)
+    with pytest.raises(LabError, match=rf"--subnet: {SUBNET} is already used on this host by pvl-{NAME}"):
+        other.up(nodes=1, control_planes=1, subnet=SUBNET, mirror_dir=Path("/nonexistent"), say=lambda m: None)
+    assert nspawn.machines_running("labother") == {} and not other.state_file.exists()
+
+
 def test_lab_up_again_keeps_running_nodes(lab: Lab) -> None:
     before = {r["node"]: r["pid"] for r in lab.status()}
     lab.up(nodes=3, control_planes=1, mirror_dir=Path("/nonexistent"), say=lambda m: None)
