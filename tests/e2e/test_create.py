@@ -24,6 +24,7 @@ from tests.e2e.conftest import ROOT, Cluster, changed_tasks, create, installed_w
 from tests.e2e.workloads import check_workloads
 
 pytestmark = pytest.mark.e2e
+WHEEL_RUN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster_a(lab_a, wheel_venv: Path) -> Cluster:
     lab, state = lab_a
     cli = [str(wheel_venv / "bin" / "provisioner")]
-    return Cluster(lab, lab.cluster_file, state, create(lab, state, cli=cli, cwd=wheel_venv))
+    cluster = Cluster(lab, lab.cluster_file, state, create(lab, state, cli=cli, cwd=wheel_venv))
+    WHEEL_RUN["ansible.cfg"] = (state / "e2ea" / "ansible.cfg").read_text()  # later commands rewrite it
+    return cluster
 
 
 def test_unreachable_node_fails_in_preflight_and_changes_nothing(lab_a, tmp_path: Path) -> None:
@@ -112,8 +115,7 @@ def test_the_cluster_came_from_the_installed_wheel(cluster_a: Cluster, wheel_ven
         cwd=wheel_venv,
     ).stdout.split()
     assert all(str(wheel_venv) in w and Path(w).is_dir() for w in where), where
-    cfg = (cluster_a.state_dir / "e2ea" / "ansible.cfg").read_text()
-    assert f"roles_path = {where[0]}/roles" in cfg
+    assert f"roles_path = {where[0]}/roles" in WHEEL_RUN["ansible.cfg"]
     plan = provisioner(
         "cluster", "plan", "-f", str(cluster_a.file), "-o", "json", cli=[str(wheel_venv / "bin" / "provisioner")]
     )
