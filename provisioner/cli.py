@@ -1,4 +1,7 @@
-"""The `provisioner` command: parses, calls, prints. The work lives in the modules."""
+"""The `provisioner` command: parses, calls, prints. The work lives in the modules.
+
+The modules a command needs are imported inside it: `--version`, `--help` and `cluster plan`
+must not pay for paramiko, ansible-runner, cryptography or testinfra (issue 14)."""
 
 from __future__ import annotations
 
@@ -6,23 +9,26 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from provisioner import __version__, apply
-from provisioner import inventory as inv
-from provisioner import plan as plan_mod
-from provisioner import preflight as pre
 from provisioner.errors import ProvisionerError
-from provisioner.lab.host import LabError
-from provisioner.lab.manager import DEFAULT_MIRROR, Lab
-from provisioner.runner import RunResult
-from provisioner.spec import ClusterSpec, SpecError, load
-from provisioner.state import ClusterDir
+from provisioner.lab.host import CACHE_ROOT, LabError
 from provisioner.versions import SUPPORTED_KUBERNETES
+
+if TYPE_CHECKING:
+    from provisioner import apply
+    from provisioner import preflight as pre
+    from provisioner.lab.manager import Lab
+    from provisioner.runner import RunResult
+    from provisioner.spec import ClusterSpec
+    from provisioner.state import ClusterDir
+
+DEFAULT_MIRROR = CACHE_ROOT / "mirror"  # lab.manager.DEFAULT_MIRROR, without importing the lab
 
 app = typer.Typer(help="Declarative Kubernetes clusters on plain Linux machines.", no_args_is_help=True)
 cluster_app = typer.Typer(help="Plan, check and operate a cluster from its cluster file.", no_args_is_help=True)
@@ -66,6 +72,8 @@ def fail(lines: list[str] | str, code: int = 1) -> NoReturn:
 
 
 def load_spec(path: Path) -> ClusterSpec:
+    from provisioner.spec import SpecError, load
+
     try:
         return load(path)
     except SpecError as exc:
@@ -73,6 +81,8 @@ def load_spec(path: Path) -> ClusterSpec:
 
 
 def cluster_dir(spec: ClusterSpec, state_dir: Path | None) -> ClusterDir:
+    from provisioner.state import ClusterDir
+
     return ClusterDir.for_cluster(spec.name, state_dir)
 
 
@@ -82,6 +92,8 @@ def emit_json(data: Any) -> None:
 
 def _version(value: bool) -> None:
     if value:
+        from provisioner import __version__
+
         out.print(f"provisioner {__version__}")
         raise typer.Exit()
 
@@ -105,6 +117,9 @@ def cluster_plan(
     output: OutputOpt = Output.table,
 ) -> None:
     """Show what `cluster create` would do: nodes, versions, networks, pod blocks, plays."""
+    from provisioner import inventory as inv
+    from provisioner import plan as plan_mod
+
     spec = load_spec(file)
     previous = cluster_dir(spec, state_dir).read_blocks()
     try:
@@ -133,6 +148,8 @@ def cluster_plan(
     for i, p in enumerate(data["plays"], 1):
         plays.add_row(str(i), p["name"], p["hosts"])
     out.print(plays)
+    for warning in data["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def preflight_table(reports: list[pre.HostReport]) -> Table:
@@ -151,6 +168,8 @@ def run_preflight(
     spec: ClusterSpec, cdir: ClusterDir, output: Output = Output.table, accept: list[str] | None = None
 ) -> list[pre.HostReport]:
     """Check every host; on any failure print the table and exit 1 (nothing changed)."""
+    from provisioner import preflight as pre
+
     try:
         reports = pre.run(spec, cluster_dir=cdir.root, accept=set(accept or []))
     except ProvisionerError as exc:
@@ -222,6 +241,9 @@ def run_phases(
     dry_run: bool = False,
     **ctx_args: Any,
 ) -> apply.Context:
+    from provisioner import apply
+    from provisioner import preflight as pre
+
     ctx = apply.Context(
         spec=spec,
         cdir=cluster_dir(spec, state_dir),
@@ -269,6 +291,8 @@ def cluster_create(
     accept_host_key: AcceptHostKeyOpt = None,
 ) -> None:
     """Create (or converge) the cluster: preflight, certificates, then the playbook."""
+    from provisioner import apply
+
     spec = load_spec(file)
     ctx = run_phases(
         "create",
@@ -346,6 +370,8 @@ def cluster_scale(
     accept_host_key: AcceptHostKeyOpt = None,
 ) -> None:
     """Nodes added to the cluster file join; existing nodes only learn their new BGP peers."""
+    from provisioner import apply
+
     spec = load_spec(file)
     run_phases(
         "scale",
@@ -375,6 +401,8 @@ def cluster_upgrade(
 
     An etcd snapshot is taken first; interrupted, a re-run continues where it stopped.
     """
+    from provisioner import apply
+
     spec = load_spec(file)
     target = spec.model_copy(update={"kubernetes": spec.kubernetes.model_copy(update={"version": to})})
     run_phases(
@@ -405,6 +433,8 @@ def cluster_remove_node(
     For an etcd member, `etcd member remove` comes first, refused when the remaining
     members could not keep quorum.
     """
+    from provisioner import apply
+
     spec = load_spec(file)
     confirm(yes, "cluster remove-node drains and wipes the nodes", f"Drain, delete and wipe {', '.join(names)}?")
     run_phases("remove-node", spec, apply.remove_phases(list(names)), state_dir, quiet, output)
@@ -426,6 +456,8 @@ def cluster_reset(
     The cluster directory (CAs, certificates, kubeconfig, snapshots) is kept, so that
     `cluster create` can build the cluster again with the same identity.
     """
+    from provisioner import apply
+
     spec = load_spec(file)
     confirm(
         yes,
@@ -451,6 +483,8 @@ def etcd_backup(
     output: OutputOpt = Output.table,
 ) -> None:
     """Take an etcd snapshot into the cluster directory's backups/."""
+    from provisioner import apply
+
     spec = load_spec(file)
     ctx = run_phases("etcd-backup", spec, apply.backup_phases(), state_dir, quiet, output)
     if output is Output.table:
@@ -467,6 +501,8 @@ def etcd_restore(
     output: OutputOpt = Output.table,
 ) -> None:
     """Bring every etcd member back from SNAPSHOT (the API servers pause meanwhile)."""
+    from provisioner import apply
+
     spec = load_spec(file)
     if not snapshot.is_file():
         fail(f"snapshot {snapshot} does not exist; take one with `cluster etcd backup`", code=2)
@@ -519,6 +555,8 @@ def certs_renew(
     output: OutputOpt = Output.table,
 ) -> None:
     """Re-issue every component certificate (same CAs) and roll them out node by node."""
+    from provisioner import apply
+
     spec = load_spec(file)
     confirm(
         yes,
@@ -547,6 +585,7 @@ def inventory_generate(
     """Write hosts.yaml + group_vars/ (and, in the cluster directory, ansible.cfg): all that
     plain ansible-playbook needs. The download list is included when files_repo answers."""
     from provisioner import ansible_config, artifacts
+    from provisioner import inventory as inv
     from provisioner.versions import release
 
     spec = load_spec(file)
@@ -578,6 +617,8 @@ LabName = Annotated[str, typer.Option("--name", help="Lab (and cluster) name.")]
 
 
 def _lab(name: str, state_dir: Path | None) -> Lab:
+    from provisioner.lab.manager import Lab
+
     return Lab(name, state_dir)
 
 

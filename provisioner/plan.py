@@ -12,6 +12,11 @@ from provisioner.paths import PLAYBOOKS
 from provisioner.spec import ClusterSpec
 from provisioner.versions import release
 
+# Above this many BGP speakers `cluster plan` suggests route reflectors: a full mesh is
+# n*(n-1)/2 sessions in all and n-1 on every node (issue 14).
+FULL_MESH_MAX = 50
+SUGGESTED_REFLECTORS = 2
+
 
 def plays(playbook: str = "cluster.yml") -> list[dict[str, str]]:
     """The plays of a playbook, in order: name and the hosts pattern."""
@@ -24,6 +29,31 @@ def plays(playbook: str = "cluster.yml") -> list[dict[str, str]]:
             out.extend(plays(play["import_playbook"]))
         else:
             out.append({"name": play.get("name", "?"), "hosts": str(play.get("hosts", "?"))})
+    return out
+
+
+def bgp_sessions(speakers: int, reflectors: int = 0) -> int:
+    """BGP sessions as bird.conf makes them: a full mesh without reflectors; with them, each
+    reflector peers with every other speaker and each client only with the reflectors."""
+    if not reflectors:
+        return speakers * (speakers - 1) // 2
+    return reflectors * (speakers - 1) - reflectors * (reflectors - 1) // 2
+
+
+def warnings(spec: ClusterSpec) -> list[str]:
+    """What the cluster file allows but will hurt: one line each."""
+    out = []
+    # BIRD runs on the Kubernetes nodes (k8s_cluster), not on an etcd-only node
+    speakers = [n.name for n in spec.nodes if "control-plane" in n.roles or "worker" in n.roles]
+    n = len(speakers)
+    if n > FULL_MESH_MAX and not spec.network.route_reflectors:
+        cps = [x.name for x in spec.control_planes]
+        rrs = (cps + [x for x in speakers if x not in cps])[:SUGGESTED_REFLECTORS]
+        out.append(
+            f"network: a BGP full mesh of {n} nodes is {bgp_sessions(n)} BGP sessions (n*(n-1)/2, {n - 1} "
+            f"on every node); above {FULL_MESH_MAX} nodes set route reflectors, e.g. "
+            f"`network.route_reflectors: [{', '.join(rrs)}]` ({bgp_sessions(n, len(rrs))} sessions)"
+        )
     return out
 
 
@@ -66,4 +96,5 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
         ],
         "plays": plays(playbook),
         "files_repo": spec.artifacts.files_repo,
+        "warnings": warnings(spec),
     }

@@ -1,6 +1,9 @@
 """The one place that works out how to reach a node over SSH: user, port, key and the
 cluster's pinned host keys. Ansible (inventory variables), paramiko (preflight) and
 testinfra (through the Ansible inventory) all take their settings from here.
+
+paramiko is imported only by the functions that use it: the inventory (defaults.py) needs
+only the Ansible variables, and `cluster plan` must not pay for paramiko (issue 14).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from provisioner.errors import ProvisionerError
-from provisioner.spec import ClusterSpec, Node
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from provisioner.spec import ClusterSpec, Node
 
 KNOWN_HOSTS = "known_hosts"
 
@@ -108,6 +113,8 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def public_key(line: str) -> paramiko.PKey:
     """A public key line (``ssh-ed25519 AAAA... comment``, as in ``*.pub``) as a paramiko key."""
+    import paramiko
+
     kind, data = line.split()[:2]
     return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
 
@@ -130,6 +137,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _load(path: Path) -> paramiko.HostKeys:
+    import paramiko
+
     keys = paramiko.HostKeys()
     if path.exists():
         keys.load(str(path))
@@ -145,6 +154,8 @@ def _drop(keys: paramiko.HostKeys, name: str) -> bool:
 
 
 def _append(path: Path, name: str, keys: Iterable[paramiko.PKey]) -> None:
+    import paramiko
+
     text = path.read_bytes()
     with open(path, "a") as f:
         if text and not text.endswith(b"\n"):
@@ -180,10 +191,13 @@ def forget(known_hosts: Path, name: str) -> bool:
         return True
 
 
-class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
+class PinOnFirstUse:
     """Record the key of a host that has none pinned yet (trust on first use); refuse a key
     that differs from one pinned meanwhile. ``replace`` (re-pin) records the offered key in
-    place of any pinned one. ``recorded`` says whether this policy wrote the key."""
+    place of any pinned one. ``recorded`` says whether this policy wrote the key.
+
+    paramiko's MissingHostKeyPolicy interface (``missing_host_key``), not a subclass of it,
+    so that this module imports without paramiko; SSHClient only calls the method."""
 
     def __init__(self, t: SshTarget, replace: bool = False):
         self.target = t
@@ -207,6 +221,8 @@ class PinOnFirstUse(paramiko.MissingHostKeyPolicy):
 def pinned_client(t: SshTarget, replace: bool = False) -> tuple[paramiko.SSHClient, PinOnFirstUse]:
     """A client that trusts only the host key pinned for ``t`` in the cluster's known_hosts
     (and pins the key on first contact); ``replace`` re-pins whatever key ``t`` offers."""
+    import paramiko
+
     client = paramiko.SSHClient()
     policy = PinOnFirstUse(t, replace=replace)
     if not replace:
@@ -221,6 +237,8 @@ def connect(client: paramiko.SSHClient, t: SshTarget, **kwargs: Any) -> None:
     """Connect a ``pinned_client`` to ``t`` with the cluster's key. The host key is checked
     before authentication: a changed one raises HostKeyChanged and nothing is sent to the host.
     ``kwargs`` go to paramiko's connect (sock, timeouts). The caller closes the client."""
+    import paramiko
+
     try:
         client.connect(
             t.host,

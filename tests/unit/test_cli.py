@@ -282,3 +282,104 @@ def test_certs_check(tmp_path: Path, unreachable: Path) -> None:
 def test_completion_is_offered() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0 and "--install-completion" in result.output
+
+
+# -- the BGP full-mesh warning of cluster plan (issue 14) ------------------------------------
+
+LARGE = ROOT / "inventory" / "sample" / "large.yaml"
+
+
+def large_file(tmp_path: Path, workers: int, route_reflectors: bool = False, etcd_only: int = 0) -> Path:
+    """The large sample (3 control planes) with ``workers`` workers and, unless asked, no reflectors."""
+    import yaml
+
+    data = yaml.safe_load(LARGE.read_text())
+    data["network"]["route_reflectors"] = ["cp1", "cp2"] if route_reflectors else []
+    cps = [n for n in data["nodes"] if "control-plane" in n["roles"]]
+    # etcd_only (odd) etcd-only nodes take over etcd from the control planes
+    etcd = [{"name": f"e{i}", "address": f"172.20.9.{i + 1}", "roles": ["etcd"]} for i in range(etcd_only)]
+    if etcd:
+        cps = [{**n, "roles": ["control-plane"]} for n in cps]
+    workers_ = [
+        {"name": f"w{i:03d}", "address": f"172.20.{2 + i // 200}.{i % 200 + 11}", "roles": ["worker"]}
+        for i in range(workers)
+    ]
+    data["nodes"] = cps + etcd + workers_
+    path = tmp_path / "large.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def plan_json(path: Path, tmp_path: Path) -> dict[str, Any]:
+    result = runner.invoke(app, ["cluster", "plan", "-f", str(path), "--state-dir", str(tmp_path / "s"), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_plan_warns_above_50_nodes_in_a_full_mesh(tmp_path: Path) -> None:
+    path = large_file(tmp_path, workers=48)  # 51 nodes
+    [warning] = plan_json(path, tmp_path)["warnings"]
+    assert "BGP full mesh of 51 nodes is 1275 BGP sessions (n*(n-1)/2, 50 on every node)" in warning
+    assert "`network.route_reflectors: [cp1, cp2]` (99 sessions)" in warning
+    table = runner.invoke(app, ["cluster", "plan", "-f", str(path), "--state-dir", str(tmp_path / "s")])
+    assert table.exit_code == 0 and f"warning: {warning}" in table.output.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("workers", "reflectors", "etcd_only"),
+    [(47, False, 0), (48, True, 0), (47, False, 3)],
+    ids=["50 nodes", "51 nodes with reflectors", "50 BGP speakers and 3 etcd-only nodes"],
+)
+def test_plan_does_not_warn_at_50_speakers_or_with_reflectors(
+    tmp_path: Path, workers: int, reflectors: bool, etcd_only: int
+) -> None:
+    path = large_file(tmp_path, workers, reflectors, etcd_only)
+    data = plan_json(path, tmp_path)
+    assert len(data["nodes"]) == 3 + workers + etcd_only and data["warnings"] == []
+    table = runner.invoke(app, ["cluster", "plan", "-f", str(path), "--state-dir", str(tmp_path / "s")])
+    assert table.exit_code == 0 and "warning" not in table.output
+
+
+def test_the_samples_plan_without_warnings(tmp_path: Path) -> None:
+    for sample in (HA, LARGE):
+        assert plan_json(sample, tmp_path)["warnings"] == [], sample
+
+
+def test_bgp_sessions_as_bird_conf_makes_them() -> None:
+    """Half the sum of every speaker's peers (checks/test_node.py's count, as bird.conf.j2)."""
+    for n, r in ((51, 0), (51, 2), (1000, 3), (4, 1)):
+        peers = [n - 1] * r + [r if r else n - 1] * (n - r)
+        assert plan.bgp_sessions(n, r) == sum(peers) // 2, (n, r)
+
+
+# -- what the CLI imports (issue 14) -------------------------------------------------------
+
+
+def test_version_help_and_plan_import_no_ssh_ansible_or_crypto(tmp_path: Path) -> None:
+    """`--version` and `cluster plan` start fast: paramiko, ansible-runner, cryptography and
+    testinfra are imported only by the commands that use them."""
+    import subprocess
+    import sys
+
+    heavy = ("paramiko", "ansible_runner", "ansible", "cryptography", "testinfra", "pytest", "mitogen")
+    code = (
+        "import sys\n"
+        "from provisioner.cli import app\n"
+        "for args in (['--version'], ['cluster', 'plan', '-f', sys.argv[1], '--state-dir', sys.argv[2]]):\n"
+        "    try:\n"
+        "        app(args, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(HA), str(tmp_path / "s")], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.splitlines()[-1] == "[]", run.stdout + run.stderr
+
+
+def test_the_cli_mirror_default_is_the_labs() -> None:
+    from provisioner import cli
+    from provisioner.lab import manager
+
+    assert cli.DEFAULT_MIRROR == manager.DEFAULT_MIRROR
