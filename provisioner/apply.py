@@ -288,11 +288,10 @@ class VersionError(InputError):
     pass
 
 
-class UpgradeCheck:
-    """One minor at a time, to a supported version that the mirror has, from the version
-    the nodes really run (facts)."""
+class UpgradeTarget:
+    """--to names a supported version (checked before anything is templated for it)."""
 
-    title = "upgrade check"
+    title = "upgrade target"
     read_only = True
 
     def __init__(self, target: str):
@@ -303,28 +302,38 @@ class UpgradeCheck:
 
     def dry_run(self, ctx: Context) -> str:
         self.run(ctx)
-        return f"{guards.running_version(ctx.require_facts())} -> {self.target} is one minor at most"
+        return f"{self.target} is supported"
 
     def run(self, ctx: Context) -> None:
-        running = guards.running_version(ctx.require_facts())
-        if running is None:
-            raise VersionError(f"no node of {ctx.spec.name} runs Kubernetes; run `cluster create` first")
         if self.target not in SUPPORTED_KUBERNETES:
             raise VersionError(f"--to: {self.target} is not supported; use one of {', '.join(SUPPORTED_KUBERNETES)}")
-        if guards.version_key(self.target) < guards.version_key(running):
-            raise VersionError(f"--to: {self.target} is older than the running {running}; downgrades are not supported")
-        if minor(self.target)[1] - minor(running)[1] > 1:
-            raise VersionError(f"--to: {running} -> {self.target} skips a minor; upgrade one minor at a time")
+
+
+def upgrade_skew(target: str) -> Callable[[Context], list[str]]:
+    """One minor at a time, never down, from the version the nodes really run (facts)."""
+
+    def check(ctx: Context) -> list[str]:
+        running = guards.running_version(ctx.require_facts())
+        if running is None:
+            return [f"no node of {ctx.spec.name} runs Kubernetes; run `cluster create` first"]
+        if guards.version_key(target) < guards.version_key(running):
+            return [f"--to: {target} is older than the running {running}; downgrades are not supported"]
+        if minor(target)[1] - minor(running)[1] > 1:
+            return [f"--to: {running} -> {target} skips a minor; upgrade one minor at a time"]
+        return []
+
+    return check
 
 
 def upgrade_phases(target: str) -> list[Phase]:
-    """Preflight, facts, skew check, the target's artifacts from the mirror, a snapshot,
-    then node by node. The context's spec already names the target version."""
+    """The target is supported, preflight, facts, skew from what the nodes run, the
+    target's artifacts from the mirror, a snapshot, then node by node. The context's spec
+    already names the target version."""
     return [
+        UpgradeTarget(target),
         Preflight(),
         GatherFacts(),
-        Guard(pki_guard),
-        UpgradeCheck(target),
+        Guard(pki_guard, upgrade_skew(target)),
         Artifacts(),
         Inventory(),
         EtcdBackup("before-upgrade"),

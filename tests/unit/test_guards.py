@@ -195,3 +195,28 @@ def test_facts_from_results(ha: spec.ClusterSpec, tmp_path: Path) -> None:
     assert k.address == "192.168.250.11" and k.control_plane
     assert k.taints == ["node-role.kubernetes.io/control-plane:NoSchedule"]
     assert facts.pod_blocks() == {"cp1": "10.233.65.0/24"}
+
+
+# -- upgrade skew (from the facts) --------------------------------------------------------
+
+
+def _skew(s: spec.ClusterSpec, target: str, facts: ClusterFacts, tmp_path: Path) -> list[str]:
+    from provisioner import apply
+    from provisioner.state import ClusterDir
+
+    ctx = apply.Context(spec=s, cdir=ClusterDir.for_cluster(s.name, tmp_path), command="test", quiet=True)
+    ctx.facts = facts
+    return apply.upgrade_skew(target)(ctx)
+
+
+def test_upgrade_skew_is_judged_from_what_the_nodes_run(ha: spec.ClusterSpec, tmp_path: Path) -> None:
+    assert _skew(ha, "v1.37.2", running(ha, "v1.36.3"), tmp_path) == []
+    assert _skew(ha, "v1.36.3", running(ha, "v1.37.2"), tmp_path) == [
+        "--to: v1.36.3 is older than the running v1.37.2; downgrades are not supported"
+    ]
+    assert _skew(ha, "v1.37.2", running(ha, only=[]), tmp_path) == [
+        "no node of ha runs Kubernetes; run `cluster create` first"
+    ]
+    half = running(ha, "v1.37.2")
+    half.nodes["w1"].kube_version = "v1.36.3"  # interrupted: a re-run continues from the oldest
+    assert _skew(ha, "v1.37.2", half, tmp_path) == []
