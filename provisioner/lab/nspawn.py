@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioner.lab.host import LabError, processes, run
 
-# Only the machine-container needs these; a VM has them by nature (see LAB.md).
+# Only the machine-container needs these; a VM has them by nature (see docs/lab.md).
 NODE_PREP_UNIT = """\
 [Unit]
 Description=Lab: writable cgroup controllers and private copies of host-global sysctls
@@ -64,7 +64,7 @@ SYSTEM_CONF = "[Manager]\nDefaultTimeoutStopSec=15s\n"
 
 
 def _machine_container_files(r: Path) -> None:
-    """What makes a machine container behave like a VM for Kubernetes (LAB.md)."""
+    """What makes a machine container behave like a VM for Kubernetes (docs/lab.md)."""
     (r / "etc/systemd/system.conf.d").mkdir(parents=True, exist_ok=True)
     (r / "etc/systemd/system.conf.d/10-lab-stop.conf").write_text(SYSTEM_CONF)
     script = r / "usr/local/sbin/lab-node-prep"
