@@ -120,7 +120,7 @@ def test_upgrade_keeps_the_workload_available(cluster_u: Cluster) -> None:
 
     # create refuses the old version now, and converges on the new one with no change
     refused = provisioner("cluster", "create", *args, check=False)
-    assert refused.returncode == 1 and "kubernetes.version" in refused.stderr
+    assert refused.returncode == 2 and "kubernetes.version: the cluster runs" in refused.stderr, refused.stderr
     spec = yaml.safe_load(cluster_u.file.read_text())
     spec["kubernetes"]["version"] = NEW
     cluster_u.file.write_text(yaml.safe_dump(spec))
