@@ -26,6 +26,19 @@ ETCD_DATA_DIR = "/var/lib/etcd"
 ADMIN_KUBECONFIG = f"{KUBE_CONFIG_DIR}/admin.kubeconfig"
 CNI_CONFIG = "/etc/cni/net.d/10-provisioner.conflist"
 DOWNLOAD_DIR = "/opt/provisioner"
+AUDIT_LOG = "/var/log/kubernetes/audit/audit.log"
+AUDIT_POLICY = f"{KUBE_CONFIG_DIR}/audit-policy.yaml"
+ADMISSION_CONFIG = f"{KUBE_CONFIG_DIR}/admission-config.yaml"
+# The kernel tunables the kubelet needs (its own list); with protectKernelDefaults it only
+# checks them, so the node role writes them to /etc/sysctl.d first.
+KUBELET_SYSCTLS = {
+    "vm.overcommit_memory": "1",
+    "vm.panic_on_oom": "0",
+    "kernel.panic": "10",
+    "kernel.panic_on_oops": "1",
+    "kernel.keys.root_maxkeys": "1000000",
+    "kernel.keys.root_maxbytes": "25000000",
+}
 
 PORTS = {
     "kube_apiserver_port": 6443,
@@ -70,6 +83,10 @@ def fixed() -> dict[str, Any]:
         "cni_config": CNI_CONFIG,
         "download_dir": DOWNLOAD_DIR,
         "admin_kubeconfig": ADMIN_KUBECONFIG,
+        "kube_audit_log_path": AUDIT_LOG,
+        "kube_audit_policy_file": AUDIT_POLICY,
+        "kube_admission_config_file": ADMISSION_CONFIG,
+        "kubelet_kernel_sysctls": dict(KUBELET_SYSCTLS),
         **PORTS,
         # etcdctl as the health-check client, against this host's member (or the one delegated to)
         "etcd_ctl_argv": [
@@ -134,5 +151,35 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         "api_lb_kind": spec.api_lb.kind,
         "api_lb_port": spec.api_lb.port,
         "containerd_restrict_oom_score_adj": spec.runtime.restrict_oom_score_adj,
+        **hardening_vars(spec),
         **fixed(),
+    }
+
+
+def hardening_vars(spec: ClusterSpec) -> dict[str, Any]:
+    """The cluster file's ``hardening`` section as the roles read it."""
+    h = spec.hardening
+    tls13 = h.tls.min_version == "VersionTLS13"
+    return {
+        "kube_audit_log_enabled": h.audit_log.enabled,
+        "kube_audit_log_maxage": h.audit_log.max_age_days,
+        "kube_audit_log_maxbackup": h.audit_log.max_backups,
+        "kube_audit_log_maxsize": h.audit_log.max_size_mb,
+        "kube_components_local_bind": h.local_bind,
+        # Kubernetes' names (VersionTLS12) and etcd's (TLS1.2); TLS 1.3 suites are not configurable
+        "tls_min_version": h.tls.min_version,
+        "etcd_tls_min_version": "TLS1.3" if tls13 else "TLS1.2",
+        "tls_cipher_suites": [] if tls13 else list(h.tls.cipher_suites),
+        "pod_security_enabled": h.pod_security.enabled,
+        "pod_security_enforce": h.pod_security.enforce,
+        "pod_security_warn": h.pod_security.warn,
+        "pod_security_audit": h.pod_security.audit,
+        "pod_security_exempt_namespaces": list(h.pod_security.exempt_namespaces),
+        "event_rate_limit_enabled": h.event_rate_limit.enabled,
+        "event_rate_limit_server_qps": h.event_rate_limit.server_qps,
+        "event_rate_limit_server_burst": h.event_rate_limit.server_burst,
+        "event_rate_limit_namespace_qps": h.event_rate_limit.namespace_qps,
+        "event_rate_limit_namespace_burst": h.event_rate_limit.namespace_burst,
+        "kubelet_seccomp_default": h.seccomp_default,
+        "kubelet_protect_kernel_defaults": h.protect_kernel_defaults,
     }

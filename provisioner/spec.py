@@ -89,6 +89,76 @@ class Runtime(_Model):
     restrict_oom_score_adj: bool = False
 
 
+# TLS 1.2 cipher suites: ECDHE key exchange with an AEAD cipher (AES-GCM, ChaCha20-Poly1305),
+# as Go's crypto/tls names them (the names kube-apiserver, the kubelet and etcd all accept).
+# TLS 1.3 suites are not configurable in Go; they are always the modern ones.
+STRONG_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
+POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
+
+
+class AuditLog(_Model):
+    """The API server's audit log (CIS 1.2.16-1.2.19, 3.2.1): a JSON file on each control
+    plane, rotated by size and age; the policy is the role's (Metadata for most requests,
+    never a Secret's or ConfigMap's body, no noisy read-only system traffic)."""
+
+    enabled: bool = True
+    max_age_days: int = 30  # --audit-log-maxage
+    max_backups: int = 10  # --audit-log-maxbackup
+    max_size_mb: int = 100  # --audit-log-maxsize
+
+
+class Tls(_Model):
+    """What the API server, the kubelets and etcd accept from their clients and peers."""
+
+    min_version: Literal["VersionTLS12", "VersionTLS13"] = "VersionTLS12"
+    cipher_suites: list[str] = Field(default_factory=lambda: list(STRONG_CIPHER_SUITES))
+
+
+class PodSecurity(_Model):
+    """Pod Security admission's cluster-wide defaults (a namespace's own labels still win)."""
+
+    enabled: bool = True
+    enforce: Literal["privileged", "baseline", "restricted"] = "baseline"
+    warn: Literal["privileged", "baseline", "restricted"] = "restricted"
+    audit: Literal["privileged", "baseline", "restricted"] = "restricted"
+    exempt_namespaces: list[str] = Field(default_factory=lambda: ["kube-system"])
+
+
+class EventRateLimit(_Model):
+    """The EventRateLimit admission plugin: events per second the API server accepts, in all
+    and per namespace (a burst on top); more are refused with 429."""
+
+    enabled: bool = True
+    server_qps: int = 50
+    server_burst: int = 100
+    namespace_qps: int = 50
+    namespace_burst: int = 100
+
+
+class Hardening(_Model):
+    """CIS Kubernetes Benchmark settings; every part is on by default."""
+
+    audit_log: AuditLog = Field(default_factory=AuditLog)
+    # kube-controller-manager and kube-scheduler serve /healthz and /metrics on 127.0.0.1 only
+    local_bind: bool = True
+    tls: Tls = Field(default_factory=Tls)
+    pod_security: PodSecurity = Field(default_factory=PodSecurity)
+    event_rate_limit: EventRateLimit = Field(default_factory=EventRateLimit)
+    # kubelet: RuntimeDefault seccomp profile for every container that asks for none
+    seccomp_default: bool = True
+    # kubelet: refuse to start unless the kernel tunables it needs are already set (the node
+    # role sets them in /etc/sysctl.d first). The lab turns it off: its machine containers
+    # share the host kernel (see provisioner/lab/manager.py).
+    protect_kernel_defaults: bool = True
+
+
 class Ssh(_Model):
     user: str = "root"
     private_key: str = "~/.ssh/id_ed25519"
@@ -113,6 +183,7 @@ class ClusterSpec(_Model):
     api_lb: ApiLoadBalancer = Field(default_factory=ApiLoadBalancer)
     artifacts: Artifacts = Field(default_factory=Artifacts)
     runtime: Runtime = Field(default_factory=Runtime)
+    hardening: Hardening = Field(default_factory=Hardening)
     ssh: Ssh = Field(default_factory=Ssh)
     nodes: list[Node]
 
@@ -354,6 +425,42 @@ def check(spec: ClusterSpec) -> list[str]:
         p.append("kubernetes.cluster_domain: must be a DNS name such as cluster.local")
     if not spec.artifacts.files_repo.startswith(("http://", "https://", "file://")):
         p.append("artifacts.files_repo: must be an http://, https:// or file:// URL")
+    p += hardening_problems(spec.hardening)
+    return p
+
+
+def hardening_problems(h: Hardening) -> list[str]:
+    p: list[str] = []
+    for name in ("max_age_days", "max_backups", "max_size_mb"):
+        if getattr(h.audit_log, name) < 1:
+            p.append(f"hardening.audit_log.{name}: must be 1 or more")
+    suites = h.tls.cipher_suites
+    for i, suite in enumerate(suites):
+        if suite not in STRONG_CIPHER_SUITES:
+            p.append(
+                f"hardening.tls.cipher_suites[{i}]: {suite!r} is not an ECDHE suite with AES-GCM or "
+                f"ChaCha20-Poly1305; use some of {', '.join(STRONG_CIPHER_SUITES)}"
+            )
+        elif suite in suites[:i]:
+            p.append(f"hardening.tls.cipher_suites[{i}]: {suite!r} is listed twice")
+    if h.tls.min_version == "VersionTLS12" and not any("_ECDSA_" in s for s in suites):
+        p.append(
+            "hardening.tls.cipher_suites: the cluster's certificates have ECDSA keys; "
+            "list at least one TLS_ECDHE_ECDSA_* suite, or TLS 1.2 clients cannot connect"
+        )
+    ps = h.pod_security
+    for i, ns in enumerate(ps.exempt_namespaces):
+        if not DNS1123_LABEL.match(ns) or len(ns) > 63:
+            p.append(f"hardening.pod_security.exempt_namespaces[{i}]: {ns!r} is not a namespace name (DNS-1123 label)")
+        elif ns in ps.exempt_namespaces[:i]:
+            p.append(f"hardening.pod_security.exempt_namespaces[{i}]: {ns!r} is listed twice")
+    for name in ("server_qps", "server_burst", "namespace_qps", "namespace_burst"):
+        if getattr(h.event_rate_limit, name) < 1:
+            p.append(f"hardening.event_rate_limit.{name}: must be 1 or more")
+    erl = h.event_rate_limit
+    for scope in ("server", "namespace"):
+        if getattr(erl, f"{scope}_burst") < getattr(erl, f"{scope}_qps"):
+            p.append(f"hardening.event_rate_limit.{scope}_burst: must be at least {scope}_qps")
     return p
 
 

@@ -28,7 +28,8 @@ SERVICES = {
 PORTS = {
     "k8s_cluster": ["tcp://10250", "tcp://10256", "tcp://127.0.0.1:{lb}"],
     "etcd": ["tcp://{ip}:2379", "tcp://{ip}:2380"],
-    "kube_control_plane": ["tcp://6443", "tcp://10257", "tcp://10259"],
+    # hardening.local_bind: the controller manager and the scheduler listen on 127.0.0.1 only
+    "kube_control_plane": ["tcp://6443", "tcp://{local}10257", "tcp://{local}10259"],
 }
 # certificate -> its CA
 CERTS = {
@@ -79,7 +80,8 @@ def test_ports_listening(host: Any, node: Node, hostvars: dict[str, Any], groups
     missing = []
     bgp = [BGP_PORT] if "k8s_cluster" in node.groups and _bgp_peers(node, hostvars, groups) else []
     for spec in _for(PORTS, node) + bgp:
-        url = spec.format(ip=node.address, lb=hostvars["api_lb_port"])
+        local = "127.0.0.1:" if hostvars.get("kube_components_local_bind") else ""
+        url = spec.format(ip=node.address, lb=hostvars["api_lb_port"], local=local)
         if not host.socket(url).is_listening:
             missing.append(url)
     assert not missing, "not listening: " + ", ".join(missing)

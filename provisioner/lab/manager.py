@@ -244,6 +244,14 @@ class Lab:
             "artifacts": {"files_repo": files_repo},
             # The lab host drops CAP_SYS_RESOURCE; containerd must not ask for it (LAB.md).
             "runtime": {"restrict_oom_score_adj": True},
+            # The kernel tunables the kubelet checks (vm.overcommit_memory, kernel.panic, ...) are
+            # the host kernel's: a machine container cannot set them. lab-node-prep (nspawn.py)
+            # gives each node private copies, filled with the host's values at every boot and not
+            # ordered after systemd-sysctl, so the node's /etc/sysctl.d may or may not reach them.
+            # A kubelet with protectKernelDefaults only compares, and refuses to start ("invalid
+            # kernel flag") while a copy holds the host's value; without it, the kubelet writes
+            # its values into the copies itself.
+            "hardening": {"protect_kernel_defaults": False},
             "ssh": {"user": "root", "private_key": str(self.key)},
             "nodes": [{"name": n.name, "address": n.ip, "roles": n.roles} for n in st.nodes],
         }

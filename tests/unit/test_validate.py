@@ -37,7 +37,8 @@ from provisioner.state import ClusterDir
 SSHD = Path("/usr/sbin/sshd")
 SHIPPED = sorted(
     line.split("(")[0].removeprefix("def test_")
-    for line in (validate.CHECKS / "test_node.py").read_text().splitlines()
+    for checks in sorted(validate.CHECKS.glob("test_*.py"))
+    for line in checks.read_text().splitlines()
     if line.startswith("def test_")
 )
 
