@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioner import ssh
-from provisioner.lab import base_image, nspawn, services
+from provisioner.lab import base_image, cluster_file, nspawn, services
 from provisioner.lab.host import CACHE_ROOT, LAB_ROOT, LabError, require_host
 from provisioner.state import ClusterDir
 
@@ -41,13 +41,16 @@ class LabState:
     subnet: str
     bridge: str
     nodes: list[LabNode] = field(default_factory=list)
+    # the nodes the cluster file was given (None: a lab.json from before it was kept: all of them)
+    filed: list[str] | None = None
 
     @classmethod
     def load(cls, path: Path) -> LabState | None:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(data["name"], data["subnet"], data["bridge"], [LabNode(**n) for n in data["nodes"]])
+        nodes = [LabNode(**n) for n in data["nodes"]]
+        return cls(data["name"], data["subnet"], data["bridge"], nodes, data.get("filed"))
 
     def save(self, path: Path) -> None:
         path.write_text(
@@ -57,6 +60,7 @@ class LabState:
                     "subnet": self.subnet,
                     "bridge": self.bridge,
                     "nodes": [vars(n) for n in self.nodes],
+                    "filed": self.filed,
                 },
                 indent=2,
             )
@@ -168,6 +172,8 @@ class Lab:
         for name, roles in node_layout(nodes, control_planes):
             if name not in have:
                 st.nodes.append(LabNode(name, str(net[node_host_number(name)]), roles))
+        filed = set(have if st.filed is None else st.filed)
+        merged = self._merged_cluster_file([n for n in st.nodes if n.name not in filed])  # refused here
         st.save(self.state_file)
 
         t = time.monotonic()
@@ -195,8 +201,22 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
             list(pool.map(lambda s: nspawn.wait_ssh(s.ip), specs))
         timings["nodes_up_s"] = time.monotonic() - t
-        self.write_cluster_file(st, files_repo or f"http://{host_ip}:{services.MIRROR_PORT}")
+        if merged is None:
+            self.write_cluster_file(st, files_repo or f"http://{host_ip}:{services.MIRROR_PORT}")
+        elif merged.added:
+            self.cluster_file.write_text(merged.text)
+            say(f"cluster file: {', '.join(merged.added)} appended to {self.cluster_file}, the rest kept as it was")
+        st.filed = [n.name for n in st.nodes]
+        st.save(self.state_file)
         return timings
+
+    def _merged_cluster_file(self, new: list[LabNode]) -> cluster_file.Merged | None:
+        """The existing cluster file with the lab's new nodes appended, the user's edits (a node
+        deleted or renamed too) kept: cluster_file.merge; None when there is no file yet."""
+        if not self.cluster_file.exists():
+            return None
+        nodes = [{"name": n.name, "address": n.ip, "roles": n.roles} for n in new]
+        return cluster_file.merge(self.cluster_file.read_text(), nodes, str(self.cluster_file))
 
     @property
     def known_hosts(self) -> Path:

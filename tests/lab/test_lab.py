@@ -129,3 +129,38 @@ def test_a_lab_left_by_another_state_dir_is_refused_then_cleared(tmp_path: Path)
         second.down(say=lambda m: None)
     finally:
         first.down(say=lambda m: None)
+
+
+def test_lab_up_with_more_nodes_keeps_the_edited_cluster_file(tmp_path: Path) -> None:
+    """`lab up --nodes 2` over a 1-node lab whose cluster file was edited by hand: w1 is booted
+    and appended, every edit (a version, a label, a taint, a comment) is kept; before that, a
+    file that clashes with w1 is refused and nothing is booted or saved (issue 13, item 5)."""
+    lab = Lab("labmerge", tmp_path)
+    lab.down(say=lambda m: None)  # whatever an interrupted earlier run left
+    try:
+        lab.up(nodes=1, control_planes=1, subnet="192.168.243.0/24", mirror_dir=Path("/nonexistent"), say=print)
+        edited = (
+            lab.cluster_file.read_text()
+            .replace("  proxy_mode: iptables\n", "  proxy_mode: iptables\n  version: v1.36.3  # pinned by hand\n")
+            .replace("  - control-plane\n", "  - control-plane\n  labels: {tier: infra}\n  taints: [a=b:NoSchedule]\n")
+        )
+        assert "pinned by hand" in edited and "tier: infra" in edited
+        clash = edited.replace("address: 192.168.243.11", "address: 192.168.243.21")  # w1's address to be
+        lab.cluster_file.write_text(clash)
+        state = lab.state_file.read_text()
+        with pytest.raises(LabError, match=r"cannot take the lab's new nodes safely .*nothing was changed"):
+            lab.up(nodes=2, control_planes=1, mirror_dir=Path("/nonexistent"), say=print)
+        assert lab.cluster_file.read_text() == clash and lab.state_file.read_text() == state
+        assert list(nspawn.machines_running("labmerge")) == ["labmerge-cp1"]
+
+        lab.cluster_file.write_text(edited)
+        lab.up(nodes=2, control_planes=1, mirror_dir=Path("/nonexistent"), say=print)
+        assert lab.cluster_file.read_text() == edited + "- name: w1\n  address: 192.168.243.21\n  roles:\n  - worker\n"
+        cluster = spec.load(lab.cluster_file)
+        assert cluster.kubernetes.version == "v1.36.3" and [n.name for n in cluster.nodes] == ["cp1", "w1"]
+        assert cluster.nodes[0].labels == {"tier": "infra"} and cluster.nodes[0].taints == ["a=b:NoSchedule"]
+        assert [r["state"] for r in lab.status()] == ["running", "running"]
+        assert _hosts(lab)[1].check_output("hostname") == "w1"
+    finally:
+        lab.down(say=lambda m: None)
+    assert nspawn.machines_running("labmerge") == {}
