@@ -85,7 +85,7 @@ class Artifacts(_Model):
 
 
 class Runtime(_Model):
-    # The lab's host drops CAP_SYS_RESOURCE (see LAB.md); real hosts keep this false.
+    # The lab's host drops CAP_SYS_RESOURCE (see docs/lab.md); real hosts keep this false.
     restrict_oom_score_adj: bool = False
 
 

@@ -262,7 +262,7 @@ class Lab:
                 "route_reflectors": [],
             },
             "artifacts": {"files_repo": files_repo},
-            # The lab host drops CAP_SYS_RESOURCE; containerd must not ask for it (LAB.md).
+            # The lab host drops CAP_SYS_RESOURCE; containerd must not ask for it (docs/lab.md).
             "runtime": {"restrict_oom_score_adj": True},
             # The kernel tunables the kubelet checks (vm.overcommit_memory, kernel.panic, ...) are
             # the host kernel's: a machine container cannot set them. lab-node-prep (nspawn.py)
