@@ -64,7 +64,6 @@ class Preflight:
     node being removed may already be gone)."""
 
     title = "preflight"
-    read_only = True
 
     def __init__(self, leave_out: list[str] | None = None):
         self.leave_out = set(leave_out or [])
@@ -127,7 +126,6 @@ class GatherFacts:
     run too): installed versions, etcd members, Node objects, CA fingerprints, pod blocks."""
 
     title = "gather facts"
-    read_only = True
 
     def should_run(self, ctx: Context) -> bool:
         return True
@@ -148,7 +146,6 @@ class Guard:
     """Refuse, before any change, what the cluster as it is does not allow (guards.py)."""
 
     title = "guards"
-    read_only = True
 
     def __init__(self, *checks: Callable[[Context], list[str]]):
         self.checks = checks
@@ -181,7 +178,6 @@ def membership_guard(ctx: Context) -> list[str]:
 
 class Artifacts:
     title = "artifacts"
-    read_only = True
 
     def should_run(self, ctx: Context) -> bool:
         return True
@@ -292,7 +288,6 @@ class UpgradeTarget:
     """--to names a supported version (checked before anything is templated for it)."""
 
     title = "upgrade target"
-    read_only = True
 
     def __init__(self, target: str):
         self.target = target
