@@ -152,7 +152,43 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         "api_lb_port": spec.api_lb.port,
         "containerd_restrict_oom_score_adj": spec.runtime.restrict_oom_score_adj,
         **hardening_vars(spec),
+        **addons_vars(spec),
+        **api_vip_vars(spec),
         **fixed(),
+    }
+
+
+METRICS_SERVER_IMAGE = "registry.k8s.io/metrics-server/metrics-server"
+LOCAL_PATH_IMAGE = "docker.io/rancher/local-path-provisioner"
+KEEPALIVED_CONFIG = "/etc/keepalived/keepalived.conf"
+
+
+def addons_vars(spec: ClusterSpec) -> dict[str, Any]:
+    """The cluster file's ``addons`` section as the addons role reads it (images come from
+    the mirror; their versions are the mirror's pins)."""
+    a = spec.addons
+    return {
+        "addon_metrics_server": a.metrics_server.enabled,
+        "addon_local_path": a.local_path.enabled,
+        "local_path_default_class": a.local_path.default_class,
+        "local_path_dir": a.local_path.path,
+        "metrics_server_image": METRICS_SERVER_IMAGE,
+        "local_path_image": LOCAL_PATH_IMAGE,
+    }
+
+
+def api_vip_vars(spec: ClusterSpec) -> dict[str, Any]:
+    """The API virtual IP: where clients (the admin kubeconfig) reach the API. With no VIP,
+    ``api_endpoint_host`` is the first control plane's address, as before."""
+    vip = spec.api_vip
+    first_cp = spec.control_planes[0].address if spec.control_planes else ""
+    return {
+        "api_vip_enabled": vip is not None,
+        "api_vip_address": vip.address if vip else "",
+        "api_vip_interface": (vip.interface or "") if vip else "",
+        "api_vip_router_id": vip.virtual_router_id if vip else 0,
+        "api_endpoint_host": vip.address if vip else first_cp,
+        "keepalived_config": KEEPALIVED_CONFIG,
     }
 
 

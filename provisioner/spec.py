@@ -159,6 +159,37 @@ class Hardening(_Model):
     protect_kernel_defaults: bool = True
 
 
+class MetricsServer(_Model):
+    """metrics-server (sigs.k8s.io/metrics-server): the metrics API behind `kubectl top` and HPAs."""
+
+    enabled: bool = True
+
+
+class LocalPath(_Model):
+    """local-path-provisioner (rancher): a default StorageClass backed by a directory on each node."""
+
+    enabled: bool = True
+    default_class: bool = True  # marked as the cluster's default StorageClass
+    path: str = "/opt/local-path-provisioner"  # where the volumes live on each node
+
+
+class Addons(_Model):
+    """Cluster add-ons, each built from its own pinned Go module into the mirror. Both are on
+    by default; turn one off with e.g. `addons: {metrics_server: {enabled: false}}`."""
+
+    metrics_server: MetricsServer = Field(default_factory=MetricsServer)
+    local_path: LocalPath = Field(default_factory=LocalPath)
+
+
+class ApiVip(_Model):
+    """A virtual IP for the API, held by keepalived (VRRP) on the control planes. It moves when
+    the API server or the whole node holding it dies; the admin kubeconfig points at it."""
+
+    address: str
+    interface: str | None = None  # None = the interface carrying each control plane's address
+    virtual_router_id: int = 51  # VRRP id: unique among the VRRP routers on this L2 segment
+
+
 class Ssh(_Model):
     user: str = "root"
     private_key: str = "~/.ssh/id_ed25519"
@@ -184,6 +215,8 @@ class ClusterSpec(_Model):
     artifacts: Artifacts = Field(default_factory=Artifacts)
     runtime: Runtime = Field(default_factory=Runtime)
     hardening: Hardening = Field(default_factory=Hardening)
+    addons: Addons = Field(default_factory=Addons)
+    api_vip: ApiVip | None = None
     ssh: Ssh = Field(default_factory=Ssh)
     nodes: list[Node]
 
@@ -426,6 +459,50 @@ def check(spec: ClusterSpec) -> list[str]:
     if not spec.artifacts.files_repo.startswith(("http://", "https://", "file://")):
         p.append("artifacts.files_repo: must be an http://, https:// or file:// URL")
     p += hardening_problems(spec.hardening)
+    p += addons_problems(spec.addons)
+    if spec.api_vip is not None:
+        p += api_vip_problems(spec.api_vip, addresses, pods, services)
+    return p
+
+
+def addons_problems(a: Addons) -> list[str]:
+    p: list[str] = []
+    if not a.local_path.path.startswith("/") or a.local_path.path.rstrip("/") in ("", "/etc", "/var", "/usr"):
+        p.append(
+            "addons.local_path.path: must be an absolute directory of its own, such as /opt/local-path-provisioner"
+        )
+    return p
+
+
+def api_vip_problems(
+    vip: ApiVip,
+    node_addresses: dict[str, int],
+    pods: ipaddress.IPv4Network | None,
+    services: ipaddress.IPv4Network | None,
+) -> list[str]:
+    """The VIP's own rules; that it lies in the control planes' subnet is checked by preflight,
+    which sees the nodes' interfaces."""
+    p: list[str] = []
+    try:
+        ip = ipaddress.ip_address(vip.address)
+    except ValueError:
+        return [
+            f"api_vip.address: {vip.address!r} is not an IP address; give a free address of the control planes' subnet"
+        ]
+    if not isinstance(ip, ipaddress.IPv4Address):
+        p.append("api_vip.address: only an IPv4 VIP is supported so far")
+    elif vip.address in node_addresses:
+        p.append(
+            f"api_vip.address: {vip.address} is the address of nodes[{node_addresses[vip.address]}]; "
+            "pick a free address of the control planes' subnet"
+        )
+    for field, cidr in (("network.pod_subnet", pods), ("network.service_subnet", services)):
+        if cidr is not None and ip in cidr:
+            p.append(f"api_vip.address: {ip} lies inside {field} {cidr}; pick an address of the control planes' subnet")
+    if vip.interface is not None and not re.match(r"^[A-Za-z0-9_.@-]{1,15}$", vip.interface):
+        p.append(f"api_vip.interface: {vip.interface!r} is not an interface name; leave it out to use the nodes' own")
+    if not 1 <= vip.virtual_router_id <= 255:
+        p.append("api_vip.virtual_router_id: must be between 1 and 255")
     return p
 
 
