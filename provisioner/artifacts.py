@@ -13,7 +13,8 @@ from typing import Any
 
 from provisioner.errors import ProvisionerError
 from provisioner.mirror.manifest import Artifact, Manifest
-from provisioner.versions import Release
+from provisioner.spec import Addons
+from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, Release
 
 
 class ArtifactError(ProvisionerError):
@@ -37,6 +38,8 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("image-pause", "pause"),
         ("image-coredns", "coredns"),
         ("image-busybox", "*"),
+        ("image-metrics-server", "metrics-server"),
+        ("image-local-path", "local-path"),
     ],
     "kube_control_plane": [
         ("kube-apiserver", "kubernetes"),
@@ -80,18 +83,32 @@ def _pick(manifest: Manifest, name: str, want: str | None) -> Artifact:
         raise ArtifactError(f"the mirror has no {name} {want}; run `provisioner mirror build` for it") from None
 
 
-def downloads(manifest: Manifest, release: Release, files_repo: str) -> dict[str, list[dict[str, Any]]]:
+def addon_images(addons: Addons) -> dict[str, bool]:
+    """The add-on images of the mirror, and whether the cluster file wants each."""
+    return {"image-metrics-server": addons.metrics_server.enabled, "image-local-path": addons.local_path.enabled}
+
+
+def downloads(
+    manifest: Manifest, release: Release, files_repo: str, addons: Addons | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The download list; an add-on turned off in the cluster file (``addons``; default: all on)
+    is left out, so its image is neither fetched nor needed in the mirror."""
     wanted = {
         "kubernetes": release.kubernetes,
         "etcd": release.etcd,
         "coredns": release.coredns,
         "pause": release.pause,
+        "metrics-server": METRICS_SERVER,
+        "local-path": LOCAL_PATH_PROVISIONER,
         "*": None,
     }
+    unwanted = {name for name, on in addon_images(addons or Addons()).items() if not on}
     out: dict[str, list[dict[str, Any]]] = {}
     for group, needs in NEEDS.items():
         items = []
         for name, key in needs:
+            if name in unwanted:
+                continue
             a = _pick(manifest, name, wanted[key])
             path = PurePosixPath(a.path)
             items.append(

@@ -16,7 +16,7 @@ from typing import Any
 
 from provisioner import ssh
 from provisioner.spec import ClusterSpec
-from provisioner.versions import release
+from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
 
 BIN_DIR = "/usr/local/bin"
 KUBE_CONFIG_DIR = "/etc/kubernetes"
@@ -165,15 +165,15 @@ KEEPALIVED_CONFIG = "/etc/keepalived/keepalived.conf"
 
 def addons_vars(spec: ClusterSpec) -> dict[str, Any]:
     """The cluster file's ``addons`` section as the addons role reads it (images come from
-    the mirror; their versions are the mirror's pins)."""
+    the mirror, tagged with the versions its Go modules pin, see versions.py)."""
     a = spec.addons
     return {
         "addon_metrics_server": a.metrics_server.enabled,
         "addon_local_path": a.local_path.enabled,
         "local_path_default_class": a.local_path.default_class,
-        "local_path_dir": a.local_path.path,
-        "metrics_server_image": METRICS_SERVER_IMAGE,
-        "local_path_image": LOCAL_PATH_IMAGE,
+        "local_path_dir": a.local_path.path.rstrip("/"),
+        "metrics_server_image": f"{METRICS_SERVER_IMAGE}:{METRICS_SERVER}",
+        "local_path_image": f"{LOCAL_PATH_IMAGE}:{LOCAL_PATH_PROVISIONER}",
     }
 
 

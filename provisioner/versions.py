@@ -25,6 +25,11 @@ RELEASES: tuple[Release, ...] = (
     Release(kubernetes="v1.37.2", etcd="v3.6.16", coredns="v1.14.7", pause="3.10"),
 )
 
+# The add-ons: one version each, whatever the Kubernetes release (their Go modules under
+# provisioner/mirror/go pin the same versions, and a unit test keeps the two in step).
+METRICS_SERVER = "v0.9.0"
+LOCAL_PATH_PROVISIONER = "v0.0.30"
+
 SUPPORTED_KUBERNETES: tuple[str, ...] = tuple(r.kubernetes for r in RELEASES)
 DEFAULT_KUBERNETES = RELEASES[-1].kubernetes
 

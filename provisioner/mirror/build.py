@@ -1,6 +1,7 @@
-"""Fill the offline artifact mirror: Kubernetes, etcd, containerd and CoreDNS built from
-their Go modules (pinned in ``provisioner/mirror/go``), runc, CNI plugins and busybox from Debian's
-packages, and the pause, CoreDNS and test images as OCI tarballs.
+"""Fill the offline artifact mirror: Kubernetes, etcd, containerd, CoreDNS and the add-ons
+(metrics-server, local-path-provisioner) built from their Go modules (pinned in
+``provisioner/mirror/go``), runc, CNI plugins and busybox from Debian's packages, and the pause,
+CoreDNS, add-on and test images as OCI tarballs.
 
 Every component is stamped with a hash of its inputs; an unchanged component is skipped
 (and reported as cached), so a second build takes seconds. Real work (a Go build, a package
@@ -25,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from provisioner.defaults import LOCAL_PATH_IMAGE, METRICS_SERVER_IMAGE
 from provisioner.errors import ProvisionerError
 from provisioner.lab.host import CACHE_ROOT
 from provisioner.mirror import oci
@@ -354,6 +356,58 @@ class Builder:
         )
         return [self._image(image, f"coredns-{version}.oci.tar", "image-coredns", version)]
 
+    def metrics_server_image(self) -> list[Artifact]:
+        """metrics-server, as its release image: the one static binary, run as nobody."""
+        version = module_requirement(GO_MODULES / "metrics-server", "sigs.k8s.io/metrics-server")
+        out = self.cache / "build" / "metrics-server" / version
+        ld = " ".join(
+            ["-s", "-w"]
+            + [f"-X k8s.io/client-go/pkg/version.{k}={v}" for k, v in (("gitVersion", version), ("gitCommit", version))]
+        )
+        self.go_build(
+            "metrics-server",
+            {"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+            out,
+            ld,
+            what=f"metrics-server {version}",
+        )
+        image = oci.Image(
+            f"{METRICS_SERVER_IMAGE}:{version}",
+            [
+                oci.Entry("tmp", directory=True, mode=0o1777),
+                oci.Entry("metrics-server", source=out / "metrics-server", mode=0o755),
+            ],
+            ["/metrics-server"],
+            user="65534",
+            ports=["10250/tcp"],
+        )
+        return [self._image(image, f"metrics-server-{version}.oci.tar", "image-metrics-server", version)]
+
+    def local_path_image(self) -> list[Artifact]:
+        """local-path-provisioner; its helper pods (which make and remove the volume
+        directories) run the busybox test image."""
+        version = module_requirement(GO_MODULES / "local-path", "github.com/rancher/local-path-provisioner")
+        out = self.cache / "build" / "local-path" / version
+        self.go_build(
+            "local-path",
+            {"local-path-provisioner": "github.com/rancher/local-path-provisioner"},
+            out,
+            f"-s -w -X main.VERSION={version}",
+            what=f"local-path-provisioner {version}",
+        )
+        image = oci.Image(
+            f"{LOCAL_PATH_IMAGE}:{version}",
+            [
+                oci.Entry("tmp", directory=True, mode=0o1777),
+                oci.Entry("usr", directory=True, mode=0o755),
+                oci.Entry("usr/bin", directory=True, mode=0o755),
+                oci.Entry("usr/bin/local-path-provisioner", source=out / "local-path-provisioner", mode=0o755),
+            ],
+            [],
+            cmd=["local-path-provisioner"],
+        )
+        return [self._image(image, f"local-path-provisioner-{version}.oci.tar", "image-local-path", version)]
+
     def test_image(self) -> list[Artifact]:
         root, version = self.debian("busybox-static")
         entries = [
@@ -385,6 +439,8 @@ class Builder:
             ("image-pause", lambda: self.pause_image(RELEASES[-1].pause)),
             ("image-coredns", self.coredns_image),
             ("image-busybox", self.test_image),
+            ("image-metrics-server", self.metrics_server_image),
+            ("image-local-path", self.local_path_image),
         ]
         for key, step in steps:
             manifest.replace(self._timed(key, step))

@@ -19,7 +19,8 @@ from provisioner import artifacts
 from provisioner.cli import app
 from provisioner.mirror import oci
 from provisioner.mirror.manifest import Artifact, Manifest, VerifyError, describe, sha256_file, verify
-from provisioner.versions import Release, release
+from provisioner.spec import Addons
+from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, Release, release
 
 REL = Release(kubernetes="v1.37.2", etcd="v3.6.16", coredns="v1.14.7", pause="3.10")
 
@@ -176,7 +177,14 @@ def test_oci_layout_is_reproducible(tmp_path: Path) -> None:
 
 
 def _full_manifest(rel: Release, skip: str = "") -> Manifest:
-    version_of = {"kubernetes": rel.kubernetes, "etcd": rel.etcd, "coredns": rel.coredns, "pause": rel.pause}
+    version_of = {
+        "kubernetes": rel.kubernetes,
+        "etcd": rel.etcd,
+        "coredns": rel.coredns,
+        "pause": rel.pause,
+        "metrics-server": METRICS_SERVER,
+        "local-path": LOCAL_PATH_PROVISIONER,
+    }
     keys = {name: key for needs in artifacts.NEEDS.values() for name, key in needs}
     return Manifest(
         [
@@ -240,6 +248,25 @@ def test_a_missing_artifact_is_named(skip: str, named: str) -> None:
 def test_a_version_the_mirror_lacks_is_named() -> None:
     with pytest.raises(artifacts.ArtifactError, match=r"the mirror has no kubelet v1\.36\.3"):
         artifacts.downloads(_full_manifest(REL), release("v1.36.3"), "http://mirror")
+
+
+def test_addon_images_go_to_every_node_unless_turned_off() -> None:
+    """metrics-server and local-path-provisioner: their images, at the pinned versions, on
+    every Kubernetes node; an add-on the cluster file turns off is neither fetched nor needed
+    in the mirror."""
+    m = _full_manifest(REL)
+    names = [d["name"] for d in artifacts.downloads(m, REL, "http://m")["k8s_cluster"]]
+    assert {"image-metrics-server", "image-local-path", "image-busybox"} <= set(names)
+    flat = {d["name"]: d for d in artifacts.downloads(m, REL, "http://m")["k8s_cluster"]}
+    assert flat["image-metrics-server"]["version"] == METRICS_SERVER == "v0.9.0"
+    assert flat["image-local-path"]["version"] == LOCAL_PATH_PROVISIONER == "v0.0.30"
+    off = Addons.model_validate({"metrics_server": {"enabled": False}, "local_path": {"enabled": False}})
+    without = artifacts.downloads(_full_manifest(REL, skip="image-metrics-server"), REL, "http://m", off)
+    left = {d["name"] for items in without.values() for d in items}
+    assert not left & {"image-metrics-server", "image-local-path"}, "off: not downloaded, not needed in the mirror"
+    assert "image-busybox" in left and "image-coredns" in left
+    with pytest.raises(artifacts.ArtifactError, match=r"the mirror has no image-metrics-server v0\.9\.0"):
+        artifacts.downloads(_full_manifest(REL, skip="image-metrics-server"), REL, "http://m")
 
 
 def test_an_unreadable_files_repo_says_what_to_do(tmp_path: Path) -> None:

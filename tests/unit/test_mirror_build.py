@@ -9,16 +9,20 @@ writing a small file, and logs every call; the Go modules are small go.mod files
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import tarfile
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from provisioner import defaults, spec
 from provisioner.cli import app
 from provisioner.mirror import build
 from provisioner.mirror.manifest import Manifest
@@ -32,6 +36,12 @@ while [ $# -gt 0 ]; do
 done
 exit 0
 """
+
+
+MINIMAL = {
+    "name": "t",
+    "nodes": [{"name": "cp1", "address": "192.0.2.11", "roles": ["etcd", "control-plane", "worker"]}],
+}
 
 
 class Log:
@@ -178,3 +188,109 @@ def test_mirror_build_prints_cached_and_the_timing_table(
     assert "coredns v1.14.7: cached" in second.stderr and "building" not in second.stderr
     assert re.search(r"image-coredns\s+\d+\.\ds  cached", second.stderr)
     assert len(fake_go.builds()) == 1
+
+
+# -- the add-on images (issue 11) ------------------------------------------------------------
+
+
+@pytest.fixture
+def addon_modules(fake_go: Log) -> Log:
+    for name, path, version in (
+        ("metrics-server", "sigs.k8s.io/metrics-server", "v0.9.0"),
+        ("local-path", "github.com/rancher/local-path-provisioner", "v0.0.30"),
+    ):
+        (build.GO_MODULES / name).mkdir(parents=True)
+        (build.GO_MODULES / name / "go.mod").write_text(
+            f"module provisioner.local/mirror/{name}\n\ngo 1.26.0\n\ntool {path}\n\nrequire {path} {version}\n"
+        )
+    return fake_go
+
+
+def _image_files(tarball: Path) -> tuple[dict[str, Any], dict[str, tarfile.TarInfo]]:
+    """The image config and the layer's members of an OCI tarball written by oci.py."""
+    with tarfile.open(tarball) as outer:
+        blobs = {m.name: outer.extractfile(m).read() for m in outer.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    index = json.loads(blobs["index.json"])
+    manifest = json.loads(blobs["blobs/" + index["manifests"][0]["digest"].replace(":", "/")])
+    config = json.loads(blobs["blobs/" + manifest["config"]["digest"].replace(":", "/")])
+    layer = blobs["blobs/" + manifest["layers"][0]["digest"].replace(":", "/")]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
+        members = {m.name: m for m in inner.getmembers()}
+    return {"index": index, **config}, members
+
+
+@pytest.mark.parametrize(
+    ("step", "module", "package", "image", "entrypoint", "binary"),
+    [
+        (
+            "metrics_server_image",
+            "metrics-server",
+            "sigs.k8s.io/metrics-server/cmd/metrics-server",
+            f"{defaults.METRICS_SERVER_IMAGE}:v0.9.0",
+            ["/metrics-server"],
+            "metrics-server",
+        ),
+        (
+            "local_path_image",
+            "local-path",
+            "github.com/rancher/local-path-provisioner",
+            f"{defaults.LOCAL_PATH_IMAGE}:v0.0.30",
+            [],
+            "usr/bin/local-path-provisioner",
+        ),
+    ],
+)
+def test_an_addon_is_built_from_its_module_and_packed_under_the_name_the_inventory_uses(
+    tmp_path: Path,
+    addon_modules: Log,
+    step: str,
+    module: str,
+    package: str,
+    image: str,
+    entrypoint: list[str],
+    binary: str,
+) -> None:
+    rec = Recorder()
+    b = builder(tmp_path, rec)
+    [art] = b._timed(step, getattr(b, step))
+    assert b.outcomes[step] == "built"
+    [call] = addon_modules.builds()
+    assert call.endswith(f" {package}") and "-trimpath" in call, call
+    assert art.kind == "image" and art.image == image and art.version == image.rsplit(":", 1)[1]
+    assert image in set(defaults.addons_vars(spec.from_dict(MINIMAL)).values()), "the inventory names this image"
+    config, members = _image_files(tmp_path / "mirror" / art.path)
+    assert config["index"]["manifests"][0]["annotations"]["io.containerd.image.name"] == image
+    assert config["config"]["Entrypoint"] == entrypoint or config["config"]["Cmd"] == ["local-path-provisioner"]
+    assert members[binary].mode == 0o755 and members["tmp"].mode == 0o1777
+    # the go build ran in the add-on's own module, with CGO off
+    assert b.go_env()["CGO_ENABLED"] == "0"
+
+    rec2 = Recorder()
+    again = builder(tmp_path, rec2)
+    again._timed(step, getattr(again, step))
+    assert again.outcomes[step] == "cached" and len(addon_modules.builds()) == 1, "unchanged: not built again"
+
+
+def test_the_build_has_a_step_for_each_addon(
+    tmp_path: Path, addon_modules: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builder.build runs the add-on steps and records their images in the manifest (the other
+    steps, which need apt and real Go, are left out here)."""
+    for other in (
+        "kubernetes",
+        "etcd",
+        "containerd",
+        "runc",
+        "cni_plugins",
+        "pause_image",
+        "coredns_image",
+        "test_image",
+        "kube_router",
+    ):
+        if hasattr(build.Builder, other):
+            monkeypatch.setattr(build.Builder, other, lambda self, *a: [])
+    b = builder(tmp_path, Recorder())
+    manifest = b.build([])
+    assert {a.name for a in manifest.artifacts} == {"image-metrics-server", "image-local-path"}
+    assert b.outcomes["image-metrics-server"] == b.outcomes["image-local-path"] == "built"
+    assert Manifest.read(tmp_path / "mirror").find("image-local-path", "v0.0.30").image.endswith(":v0.0.30")

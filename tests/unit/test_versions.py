@@ -73,6 +73,12 @@ def test_coredns_matches_its_go_module(rel: Release) -> None:
     assert required(GO / "coredns", "github.com/coredns/coredns") == rel.coredns
 
 
+def test_the_addons_match_their_go_modules() -> None:
+    """The image tags the inventory uses are the versions the mirror builds."""
+    assert required(GO / "metrics-server", "sigs.k8s.io/metrics-server") == versions.METRICS_SERVER
+    assert required(GO / "local-path", "github.com/rancher/local-path-provisioner") == versions.LOCAL_PATH_PROVISIONER
+
+
 def _supported_versions_paragraph() -> str:
     readme = (ROOT / "README.md").read_text()
     start = readme.index("Supported versions")
