@@ -53,9 +53,18 @@ e2e: setup
 	$(PROV) mirror build
 	$(VENV)/bin/pytest -q tests/e2e
 
-test: setup lint
-	$(PROV) mirror build
-	$(VENV)/bin/pytest -q --durations=12 tests/unit tests/lab tests/e2e
+# The mirror build (Go, CPU-bound) runs beside lint and the unit and lab tests, which need
+# no mirror and wait on I/O much of the time (debootstrap, subprocesses); the end-to-end
+# tests start once both are done. Its log: build/mirror-build.log (shown when it ends).
+test: setup
+	@mkdir -p build; \
+	$(PROV) mirror build > build/mirror-build.log 2>&1 & mirror=$$!; \
+	$(MAKE) --no-print-directory lint && $(VENV)/bin/pytest -q --durations=8 tests/unit tests/lab; early=$$?; \
+	echo "waiting for the mirror build (build/mirror-build.log) ..."; \
+	if ! wait $$mirror; then cat build/mirror-build.log; echo "error: the mirror build failed"; exit 1; fi; \
+	tail -n 20 build/mirror-build.log; \
+	if [ $$early -ne 0 ]; then exit $$early; fi; \
+	$(VENV)/bin/pytest -q --durations=12 tests/e2e
 
 bench: setup
 	$(PY) bench/plan.py
