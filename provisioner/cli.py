@@ -571,6 +571,122 @@ def certs_renew(
 # -- inventory ---------------------------------------------------------------------------
 
 
+# -- chaos ---------------------------------------------------------------------------------
+
+
+class ChaosExperiment(StrEnum):
+    """spec.CHAOS_EXPERIMENTS (repeated here: the CLI must not import pydantic to start)."""
+
+    kill_pod = "kill-pod"
+    kill_node = "kill-node"
+    kill_control_plane = "kill-control-plane"
+    kill_etcd_leader = "kill-etcd-leader"
+    partition_node = "partition-node"
+    stop_kubelet = "stop-kubelet"
+
+
+@cluster_app.command("chaos")
+def cluster_chaos(
+    experiment: Annotated[
+        ChaosExperiment | None, typer.Option("--experiment", "-e", help="The fault to inject.", show_default=False)
+    ] = None,
+    file: FileOpt = Path("cluster.yaml"),
+    state_dir: StateOpt = None,
+    target: Annotated[
+        str, typer.Option("--target", metavar="NODE|auto", help="The node to hit (kill-pod: whose canary pod).")
+    ] = "auto",
+    duration: Annotated[
+        int | None,
+        typer.Option(
+            "--duration",
+            min=1,
+            max=3600,
+            help="Seconds the fault lasts (default: until the Node is NotReady; 20 s for kill-etcd-leader).",
+        ),
+    ] = None,
+    yes: Yes = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", metavar="DIR", help="Write a JSON report and a PNG timeline into DIR.")
+    ] = None,
+    skip_validate: Annotated[
+        bool, typer.Option("--skip-validate", help="Leave `cluster validate` out of the steady state (faster).")
+    ] = False,
+    undo: Annotated[
+        bool, typer.Option("--undo", help="Undo whatever fault a node still carries (after a lost controller).")
+    ] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Inject one fault, measure detection and recovery against the hypothesis, undo it.
+
+    Experiments: kill-pod, kill-node, kill-control-plane, kill-etcd-leader, partition-node,
+    stop-kubelet. Refused (exit 2) when it would cost etcd quorum or the last control plane,
+    leave the canary no node, or when the steady state does not hold; exit 3 when a limit of
+    the hypothesis (the cluster file's `chaos.limits`) is missed. Every fault is undone by a
+    timer on the node itself too, even if this command dies.
+    """
+    from provisioner.chaos import blast, experiments, hypothesis
+
+    spec = load_spec(file)
+    cdir = cluster_dir(spec, state_dir)
+    if undo:
+        from provisioner.chaos import runner
+
+        try:
+            done = runner.undo_all(spec, cdir, err)
+        except ProvisionerError as exc:
+            fail(exc.lines(), code=exc.exit_code)
+        if output is Output.json:
+            emit_json(done)
+        else:
+            out.print(f"undone on: {', '.join(done['undone']) or 'no node had a fault left'}")
+        return
+    if experiment is None:
+        fail(f"--experiment: name one of {', '.join(e.value for e in ChaosExperiment)}", code=2)
+    e = experiments.get(experiment.value)
+    try:
+        blast.static(spec, e, target)
+    except blast.Refused as exc:
+        fail(exc.lines(), code=2)
+    from provisioner.chaos import runner  # ansible-runner, paramiko: only once the guard let it through
+
+    def ask(question: str) -> None:
+        confirm(yes, f"cluster chaos injects {e.name} into {spec.name}", question)
+
+    opts = runner.Options(
+        e.name,
+        target,
+        duration,
+        report,
+        validate=not skip_validate,
+        live=output is Output.table and err.is_terminal,
+        confirm=ask,
+    )
+    try:
+        result = runner.run(spec, cdir, opts, err)
+    except KeyboardInterrupt:
+        fail("interrupted: the fault was undone (the node's own timer would have done it too)", code=130)
+    except ProvisionerError as exc:
+        if output is Output.json:
+            emit_json({"ok": False, "exit_code": exc.exit_code, "error": str(exc)})
+        fail(exc.lines(), code=exc.exit_code)
+    checks = result.pop("_checks")
+    result.pop("_marks")
+    result.pop("_window")
+    if output is Output.json:
+        emit_json({"ok": result["hypothesis_holds"], **result})
+    else:
+        from provisioner.chaos.report import checks_table
+
+        out.print(checks_table(e.name, result["target"], checks, result["hypothesis_holds"]))
+        undone = f"undone by the {result['undone_by']}" if result["undone_by"] else "nothing to undo"
+        left = f"; left behind: {', '.join(result['left_behind'])}" if result["left_behind"] else ""
+        out.print(f"fault {undone}{left}. Full log: {result['log']}")
+        if "report" in result:
+            out.print(f"report: {result['report']['json']}, {result['report']['png']}")
+    if not result["hypothesis_holds"]:
+        fail(hypothesis.missed_error(e.name, checks).lines(), code=hypothesis.HypothesisMissed.exit_code)
+
+
 @inventory_app.command("generate")
 def inventory_generate(
     file: FileOpt = Path("cluster.yaml"),

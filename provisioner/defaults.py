@@ -96,6 +96,7 @@ def fixed() -> dict[str, Any]:
         ],
         "kubectl_argv": [f"{BIN_DIR}/kubectl", f"--kubeconfig={ADMIN_KUBECONFIG}"],
         "kube_apiserver_local_url": f"https://127.0.0.1:{API_PORT}",
+        "chaos_timer_margin": CHAOS_TIMER_MARGIN_S,
         **day2_params(),
     }
 
@@ -134,6 +135,7 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         "cluster_domain": spec.kubernetes.cluster_domain,
         "kube_proxy_mode": spec.kubernetes.proxy_mode,
         "kubelet_fail_cgroup_v1": spec.kubernetes.fail_cgroup_v1,
+        "kube_node_monitor_grace_period": spec.kubernetes.node_monitor_grace_period,
         "pod_subnet": net.pod_subnet,
         "service_subnet": net.service_subnet,
         "node_prefix": net.node_prefix,
@@ -219,3 +221,43 @@ def hardening_vars(spec: ClusterSpec) -> dict[str, Any]:
         "kubelet_seccomp_default": h.seccomp_default,
         "kubelet_protect_kernel_defaults": h.protect_kernel_defaults,
     }
+
+
+# -- cluster chaos ------------------------------------------------------------------------------
+# Kubernetes' own timings that the recovery figures of `cluster chaos` follow.
+KUBELET_LEASE_RENEW_S = 10  # the kubelet renews its Lease every 10 s (25% of its 40 s duration)
+NODE_MONITOR_PERIOD_S = 5  # kube-controller-manager --node-monitor-period: how often it looks
+DEFAULT_TOLERATION_S = 300  # DefaultTolerationSeconds: pods stay on a NotReady node this long
+# The node's own undo timer fires this long after --duration, so that the controller's undo (an
+# Ansible play: several seconds to connect on a busy controller) normally comes first.
+CHAOS_TIMER_MARGIN_S = 20
+
+
+def chaos_limits(spec: ClusterSpec, experiment: str) -> dict[str, float | None]:
+    """The hypothesis of one experiment: its default limits, then the cluster file's
+    ``chaos.limits`` over them (null there turns a limit off).
+
+    The defaults are what a cluster built by provisioner keeps: a Node is marked NotReady
+    within node_monitor_grace_period (+ the node monitor period and a margin); the etcd
+    members elect a new leader within a few election timeouts; the canary is whole again
+    within a minute of the fault's end; and the API, reached through the admin kubeconfig's
+    endpoint (the VIP when there is one), stays up while a quorum of control planes does.
+    """
+    not_ready = float(spec.kubernetes.node_monitor_grace_period + NODE_MONITOR_PERIOD_S + 10)
+    election = round(3 * spec.etcd.election_timeout_ms / 1000 + 2, 1)
+    base: dict[str, float | None] = {"recovery_s": 60.0, "api_availability_pct": 99.0}
+    per: dict[str, dict[str, float | None]] = {
+        "kill-pod": {"canary_availability_pct": 95.0, "canary_longest_gap_s": 2.0},
+        "kill-node": {"detection_s": not_ready, "canary_availability_pct": 60.0},
+        "kill-control-plane": {
+            "detection_s": not_ready,
+            "canary_availability_pct": 60.0,
+            "leader_election_s": election,
+        },
+        "kill-etcd-leader": {"detection_s": election, "leader_election_s": election, "canary_availability_pct": 95.0},
+        "partition-node": {"detection_s": not_ready, "canary_availability_pct": 60.0, "leader_election_s": election},
+        "stop-kubelet": {"detection_s": not_ready, "canary_availability_pct": 90.0},
+    }
+    limits = {**base, **per[experiment]}
+    limits.update(spec.chaos.limits.get(experiment, {}))
+    return limits

@@ -54,6 +54,10 @@ class Kubernetes(_Model):
         default=None,
         description="None = decide from the cgroup version that preflight detects.",
     )
+    # kube-controller-manager --node-monitor-grace-period: how long a node may go without renewing
+    # its lease before it is marked NotReady (and its pods leave their Services' endpoints).
+    # Kubernetes' default, 50 s, is most of the time it takes to notice a dead node.
+    node_monitor_grace_period: int = 50
 
 
 class Network(_Model):
@@ -190,6 +194,37 @@ class ApiVip(_Model):
     virtual_router_id: int = 51  # VRRP id: unique among the VRRP routers on this L2 segment
 
 
+# `provisioner cluster chaos`: the experiments and the limits of their hypotheses. The
+# default limits are in provisioner/defaults.py (chaos_limits); the cluster file overrides some.
+CHAOS_EXPERIMENTS = (
+    "kill-pod",
+    "kill-node",
+    "kill-control-plane",
+    "kill-etcd-leader",
+    "partition-node",
+    "stop-kubelet",
+)
+CHAOS_LIMITS = {
+    "detection_s": "max",  # the fault noticed (Node NotReady, etcd leader change) within
+    "recovery_s": "max",  # the canary fully Ready again within this after the fault ends
+    "api_availability_pct": "min",  # the API through the admin kubeconfig's endpoint
+    "api_longest_gap_s": "max",
+    "canary_availability_pct": "min",  # the canary Service, polled from inside the cluster
+    "canary_longest_gap_s": "max",
+    "leader_election_s": "max",  # etcd: from the members losing the leader to a new one
+}
+
+
+class Chaos(_Model):
+    """`cluster chaos`: where its canary lives and what its hypotheses allow. ``limits`` overrides
+    the defaults per experiment, e.g. ``{kill-pod: {recovery_s: 30}}``; null turns a limit off."""
+
+    namespace: str = "provisioner-chaos"
+    canary_replicas: int | None = None  # None = one per node the canary may run on
+    settle_s: float = 10  # the steady state must hold this long to count as recovered
+    limits: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+
+
 class Ssh(_Model):
     user: str = "root"
     private_key: str = "~/.ssh/id_ed25519"
@@ -217,6 +252,7 @@ class ClusterSpec(_Model):
     hardening: Hardening = Field(default_factory=Hardening)
     addons: Addons = Field(default_factory=Addons)
     api_vip: ApiVip | None = None
+    chaos: Chaos = Field(default_factory=Chaos)
     ssh: Ssh = Field(default_factory=Ssh)
     nodes: list[Node]
 
@@ -458,10 +494,42 @@ def check(spec: ClusterSpec) -> list[str]:
         p.append("kubernetes.cluster_domain: must be a DNS name such as cluster.local")
     if not spec.artifacts.files_repo.startswith(("http://", "https://", "file://")):
         p.append("artifacts.files_repo: must be an http://, https:// or file:// URL")
+    if not 15 <= spec.kubernetes.node_monitor_grace_period <= 3600:
+        p.append(
+            "kubernetes.node_monitor_grace_period: must be between 15 and 3600 seconds "
+            "(the kubelet renews its lease every 10 s)"
+        )
     p += hardening_problems(spec.hardening)
     p += addons_problems(spec.addons)
+    p += chaos_problems(spec.chaos)
     if spec.api_vip is not None:
         p += api_vip_problems(spec.api_vip, addresses, pods, services)
+    return p
+
+
+def chaos_problems(c: Chaos) -> list[str]:
+    p: list[str] = []
+    if not DNS1123_LABEL.match(c.namespace) or len(c.namespace) > 63:
+        p.append(f"chaos.namespace: {c.namespace!r} is not a namespace name (DNS-1123 label)")
+    if c.canary_replicas is not None and not 1 <= c.canary_replicas <= 50:
+        p.append("chaos.canary_replicas: must be between 1 and 50 (or left out: one per node)")
+    if not 1 <= c.settle_s <= 600:
+        p.append("chaos.settle_s: must be between 1 and 600 seconds")
+    for experiment, limits in c.limits.items():
+        if experiment not in CHAOS_EXPERIMENTS:
+            hint = difflib.get_close_matches(experiment, CHAOS_EXPERIMENTS, n=1)
+            what = f"did you mean `{hint[0]}`?" if hint else f"use one of {', '.join(CHAOS_EXPERIMENTS)}"
+            p.append(f"chaos.limits.{experiment}: not an experiment; {what}")
+            continue
+        for name, value in limits.items():
+            if name not in CHAOS_LIMITS:
+                hint = difflib.get_close_matches(name, list(CHAOS_LIMITS), n=1)
+                what = f"did you mean `{hint[0]}`?" if hint else f"known limits: {', '.join(CHAOS_LIMITS)}"
+                p.append(f"chaos.limits.{experiment}.{name}: unknown limit; {what}")
+            elif value is not None and name.endswith("_pct") and not 0 <= value <= 100:
+                p.append(f"chaos.limits.{experiment}.{name}: a percentage, between 0 and 100")
+            elif value is not None and value < 0:
+                p.append(f"chaos.limits.{experiment}.{name}: must be 0 or more seconds")
     return p
 
 
