@@ -134,6 +134,9 @@ def cluster_plan(
     out.print("network:  " + ", ".join(f"{k} {v}" for k, v in data["network"].items()))
     for role, names in data["roles"].items():
         out.print(f"{role:>13}: {', '.join(names) or '-'}")
+    for a in data["addons"]:
+        state = f"{a['version']}: {a['what']}" if a["enabled"] else f"off ({a['field']}: false)"
+        out.print(f"addon {a['name']} {state}", highlight=False, soft_wrap=True)
     nodes = Table(title="nodes", title_justify="left")
     for col in ("name", "address", "roles", "pod block"):
         nodes.add_column(col)
@@ -715,7 +718,9 @@ def inventory_generate(
         if not downloads_opt:
             raise ProvisionerError("--no-downloads")
         manifest = artifacts.fetch_manifest(spec.artifacts.files_repo, timeout=3)
-        downloads = artifacts.downloads(manifest, release(spec.kubernetes.version), spec.artifacts.files_repo)
+        downloads = artifacts.downloads(
+            manifest, release(spec.kubernetes.version), spec.artifacts.files_repo, spec.addons
+        )
     except ProvisionerError as exc:
         if out_dir is None:
             err.print(f"[yellow]warning:[/yellow] no download list in the inventory: {exc}", highlight=False)

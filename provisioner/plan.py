@@ -10,7 +10,7 @@ import yaml
 from provisioner.inventory import assign_pod_blocks
 from provisioner.paths import PLAYBOOKS
 from provisioner.spec import ClusterSpec
-from provisioner.versions import release
+from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
 
 # Above this many BGP speakers `cluster plan` suggests route reflectors: a full mesh is
 # n*(n-1)/2 sessions in all and n-1 on every node (issue 14).
@@ -57,6 +57,28 @@ def warnings(spec: ClusterSpec) -> list[str]:
     return out
 
 
+def addons(spec: ClusterSpec) -> list[dict[str, Any]]:
+    """The optional add-ons, on or off as the cluster file says, with what each gives."""
+    lp = spec.addons.local_path
+    default = " (default)" if lp.default_class else ""
+    return [
+        {
+            "name": "metrics-server",
+            "enabled": spec.addons.metrics_server.enabled,
+            "version": METRICS_SERVER,
+            "what": "metrics API: kubectl top, HorizontalPodAutoscalers",
+            "field": "addons.metrics_server.enabled",
+        },
+        {
+            "name": "local-path",
+            "enabled": lp.enabled,
+            "version": LOCAL_PATH_PROVISIONER,
+            "what": f"StorageClass local-path{default}, volumes in {lp.path} on each node",
+            "field": "addons.local_path.enabled",
+        },
+    ]
+
+
 def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str = "cluster.yml") -> dict[str, Any]:
     rel = release(spec.kubernetes.version)
     blocks = assign_pod_blocks(spec, previous_blocks)
@@ -94,6 +116,7 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
             }
             for n in spec.nodes
         ],
+        "addons": addons(spec),
         "plays": plays(playbook),
         "files_repo": spec.artifacts.files_repo,
         "warnings": warnings(spec),
