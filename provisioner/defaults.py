@@ -228,9 +228,13 @@ def hardening_vars(spec: ClusterSpec) -> dict[str, Any]:
 KUBELET_LEASE_RENEW_S = 10  # the kubelet renews its Lease every 10 s (25% of its 40 s duration)
 NODE_MONITOR_PERIOD_S = 5  # kube-controller-manager --node-monitor-period: how often it looks
 DEFAULT_TOLERATION_S = 300  # DefaultTolerationSeconds: pods stay on a NotReady node this long
+# kube-controller-manager --leader-elect-lease-duration and --leader-elect-retry-period: when the
+# control plane that dies held the controller manager's lease, another takes it over first
+KCM_LEASE_S = 15
+KCM_RETRY_S = 2
 # The node's own undo timer fires this long after --duration, so that the controller's undo (an
 # Ansible play: several seconds to connect on a busy controller) normally comes first.
-CHAOS_TIMER_MARGIN_S = 20
+CHAOS_TIMER_MARGIN_S = 30
 
 
 def chaos_limits(spec: ClusterSpec, experiment: str) -> dict[str, float | None]:
@@ -238,24 +242,34 @@ def chaos_limits(spec: ClusterSpec, experiment: str) -> dict[str, float | None]:
     ``chaos.limits`` over them (null there turns a limit off).
 
     The defaults are what a cluster built by provisioner keeps: a Node is marked NotReady
-    within node_monitor_grace_period (+ the node monitor period and a margin); the etcd
+    within node_monitor_grace_period (+ the node monitor period and a margin; + the controller
+    manager's lease when the fault may take the control plane that holds it); the etcd
     members elect a new leader within a few election timeouts; the canary is whole again
     within a minute of the fault's end; and the API, reached through the admin kubeconfig's
     endpoint (the VIP when there is one), stays up while a quorum of control planes does.
     """
     not_ready = float(spec.kubernetes.node_monitor_grace_period + NODE_MONITOR_PERIOD_S + 10)
+    # a control plane may hold the controller manager's lease: its successor starts every node's
+    # grace period afresh
+    not_ready_cp = not_ready + KCM_LEASE_S + KCM_RETRY_S
     election = round(3 * spec.etcd.election_timeout_ms / 1000 + 2, 1)
     base: dict[str, float | None] = {"recovery_s": 60.0, "api_availability_pct": 99.0}
     per: dict[str, dict[str, float | None]] = {
         "kill-pod": {"canary_availability_pct": 95.0, "canary_longest_gap_s": 2.0},
         "kill-node": {"detection_s": not_ready, "canary_availability_pct": 60.0},
         "kill-control-plane": {
-            "detection_s": not_ready,
+            "detection_s": not_ready_cp,
             "canary_availability_pct": 60.0,
             "leader_election_s": election,
         },
-        "kill-etcd-leader": {"detection_s": election, "leader_election_s": election, "canary_availability_pct": 95.0},
-        "partition-node": {"detection_s": not_ready, "canary_availability_pct": 60.0, "leader_election_s": election},
+        "kill-etcd-leader": {
+            "detection_s": election,
+            "leader_election_s": election,
+            "api_availability_pct": 90.0,  # the API waits for the new leader: a gap, not an outage
+            "api_longest_gap_s": election + 2,
+            "canary_availability_pct": 95.0,
+        },
+        "partition-node": {"detection_s": not_ready_cp, "canary_availability_pct": 60.0, "leader_election_s": election},
         "stop-kubelet": {"detection_s": not_ready, "canary_availability_pct": 90.0},
     }
     limits = {**base, **per[experiment]}

@@ -64,13 +64,16 @@ class Options:
 
 
 def default_duration(spec: ClusterSpec, e: Experiment) -> int:
-    """kill-pod: instant. A leader change: 20 s. Otherwise long enough for the node controller
-    to mark the Node NotReady (node_monitor_grace_period + its period + the kubelet's lease)."""
+    """kill-pod: instant. A leader change: 20 s. A Node that must go NotReady: its detection limit
+    (node_monitor_grace_period, plus the controller manager's failover for a control plane) and 5 s."""
     if e.target is Target.POD:
         return 0
     if e.signal is Signal.LEADER_CHANGE:
         return 20
-    return spec.kubernetes.node_monitor_grace_period + defaults.NODE_MONITOR_PERIOD_S + 15
+    detection = defaults.chaos_limits(spec, e.name).get("detection_s")
+    if detection is None:  # the cluster file turned the limit off
+        detection = spec.kubernetes.node_monitor_grace_period + defaults.NODE_MONITOR_PERIOD_S + 10
+    return int(detection) + 5
 
 
 @dataclass
@@ -392,9 +395,10 @@ class Run:
 
         started = time.time()
         self.play("chaos-undo.yml", {"chaos_target": self.target}, on_ok)
-        if "the fault to undo" in marks:
+        if "the fault to undo" in marks:  # the fault ends when the last of its parts is undone
             self.undone_by = "controller"
-            self.fault_end = marks.get("disarm the node's undo timer", marks["the fault to undo"])
+            parts = [marks[t] for t in ("start the stopped units again", "remove the partition (chain)") if t in marks]
+            self.fault_end = max(parts, default=marks.get("disarm the node's undo timer", marks["the fault to undo"]))
         else:  # the node's timer came first: it fired duration + margin after it was armed
             self.undone_by = "node timer"
             self.fault_end = (self.injected or started) + self.duration + defaults.CHAOS_TIMER_MARGIN_S

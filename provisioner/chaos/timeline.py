@@ -10,7 +10,7 @@ Times are seconds since the epoch on the controller's clock; events read from th
 - recovery: from the end of the fault to the moment after which every sample of every
   health series (canary Ready, canary answering) stays good; it counts only once that
   has lasted ``settle`` seconds;
-- election: from the first sign that the etcd members lost their leader to a new leader.
+- election: when the fault took the etcd leader, from the injection to a new leader.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Event:
 DETECTION_KINDS = {
     "pod-gone": ("canary-not-ready",),
     "node-not-ready": ("node-not-ready",),
-    "leader-change": ("leader-lost", "leader-elected"),
+    "leader-change": ("peer-inactive", "leader-lost", "election-started", "leader-elected"),
 }
 
 
@@ -110,12 +110,10 @@ def recovered_at(health: Sequence[Sequence[Sample]], since: float, settle: float
 
 
 def election(events: Iterable[Event], injected: float) -> float | None:
-    """Seconds from the first sign after the injection that the members lost their leader
-    (or began an election) to the first new leader after it. None when no leader was elected."""
-    lost = first_event(events, ("leader-lost", "election-started"), injected)
-    start = lost.t if lost else injected
-    elected = first_event(events, ("leader-elected",), start)
-    return None if elected is None else elected.t - start
+    """Seconds the members were without a leader: from the injection (the fault that took the
+    leader) to the first leader elected after it. None when no leader was elected."""
+    elected = first_event(events, ("leader-elected",), injected)
+    return None if elected is None else elected.t - injected
 
 
 def at(samples: Sequence[Sample], t: float) -> Sample | None:

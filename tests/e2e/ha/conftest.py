@@ -22,5 +22,7 @@ def ha_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ):
         spec = yaml.safe_load(lab.cluster_file.read_text())
         spec["network"]["route_reflectors"] = HA_ROUTE_REFLECTORS
+        # cluster chaos (test_chaos.py) waits for dead nodes to go NotReady: 20 s, not Kubernetes' 50 s
+        spec["kubernetes"]["node_monitor_grace_period"] = 20
         lab.cluster_file.write_text(yaml.safe_dump(spec))
         yield Cluster(lab, lab.cluster_file, state, create(lab, state))
