@@ -119,6 +119,7 @@ def downloads(
                     "kind": a.kind,
                     "url": a.location(files_repo),
                     "sha256": a.sha256,
+                    "size": a.size,
                     "file": path.name,
                     "dir": f"{a.component}/{a.version}",
                     "link": _link(a),

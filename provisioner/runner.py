@@ -132,6 +132,15 @@ def task_times(marks: list[tuple[str, str]]) -> list[tuple[str, float]]:
     return sorted(times.items(), key=lambda kv: kv[1], reverse=True)
 
 
+def play_times(marks: list[tuple[str, str]]) -> list[tuple[str, float]]:
+    """Wall time of each play (from its start until the next play starts or the run ends),
+    in the order they ran; ``marks`` holds (play, created) at each play start, then the end."""
+    from datetime import datetime
+
+    stamps = [(name, datetime.fromisoformat(created)) for name, created in marks]
+    return [(name, (end - start).total_seconds()) for (name, start), (_, end) in itertools.pairwise(stamps)]
+
+
 def run_playbook(
     playbook: str | Path,
     inventory: str | Path | dict[str, Any],
@@ -157,6 +166,7 @@ def run_playbook(
     failures: list[Failure] = []
     collected: dict[str, dict[str, Any]] = {}
     marks: list[tuple[str, str]] = []  # (task, created) at each task start, then the end
+    play_marks: list[tuple[str, str]] = []  # (play, created) at each play start, then the end
     log = open(log_path, "a") if log_path else None
 
     def handler(event: dict[str, Any]) -> bool:
@@ -166,6 +176,8 @@ def run_playbook(
         kind = event.get("event")
         if kind in ("playbook_on_task_start", "playbook_on_play_start", "playbook_on_stats") and event.get("created"):
             marks.append((data.get("task") or data.get("play") or "", event["created"]))
+            if kind != "playbook_on_task_start":
+                play_marks.append((data.get("play") or "", event["created"]))
         if collect and kind == "runner_on_ok" and str(data.get("task", "")).endswith(collect):
             collected[data.get("host", "?")] = data.get("res", {})
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
@@ -204,6 +216,10 @@ def run_playbook(
             if slowest:
                 log.write("\nslowest tasks (wall seconds, all hosts together):\n")
                 log.writelines(f"  {seconds:7.1f}  {task}\n" for task, seconds in slowest)
+            plays = play_times(play_marks)
+            if plays:
+                log.write("\nwall time per play (seconds):\n")
+                log.writelines(f"  {seconds:7.1f}  {play}\n" for play, seconds in plays)
             log.close()
     elapsed = time.monotonic() - started
     stats: dict[str, HostStats] = {}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provisioner import ansible_config
-from provisioner.runner import PlaybookFailed, RunResult, run_playbook
+from provisioner.runner import PlaybookFailed, RunResult, play_times, run_playbook
 
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
 INVENTORY = {"all": {"hosts": {"here": dict(LOCAL), "there": dict(LOCAL)}}}
@@ -70,6 +70,8 @@ def test_a_playbook_runs_and_reports_per_host_stats(tmp_path: Path) -> None:
     assert "TASK [Write a file]" in text
     slowest = text.split("slowest tasks (wall seconds, all hosts together):\n")[1]
     assert "Write a file" in slowest
+    per_play = text.split("wall time per play (seconds):\n")[1].splitlines()
+    assert len(per_play) == 1 and per_play[0].split(None, 1)[1] == _play_name()
     json.dumps(first.as_dict())  # what `--output json` prints
 
     again = _run(tmp_path, PLAY)
@@ -103,3 +105,14 @@ def test_a_failing_task_is_named_with_host_task_and_message(
     assert "Only the survivors get here" in log.read_text()
     message = str(PlaybookFailed(result))
     assert message.splitlines() == ["there: task 'Give up on purpose' failed: boom", f"full output: {log}"]
+
+
+def _play_name() -> str:
+    import yaml
+
+    return yaml.safe_load(PLAY)[0]["name"]
+
+
+def test_play_times_are_in_run_order_until_the_next_play_or_the_end() -> None:
+    marks = [("one", "2026-11-24T10:00:00"), ("two", "2026-11-24T10:00:04.5"), ("", "2026-11-24T10:00:05")]
+    assert play_times(marks) == [("one", 4.5), ("two", 0.5)]
