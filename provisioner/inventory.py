@@ -93,6 +93,8 @@ def build(
             hv["ansible_user"] = node.ssh_user
         if node.ssh_port:
             hv["ansible_port"] = node.ssh_port
+        if (node.ssh_user or spec.ssh.user) != "root":
+            hv["ansible_become"] = True  # through the passwordless sudo preflight checked
         if node.labels:
             hv["node_labels"] = dict(node.labels)
         if node.taints:

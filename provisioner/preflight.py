@@ -46,9 +46,14 @@ echo "python3=$(command -v python3 || true)"
 echo "swap=$(awk 'NR>1' /proc/swaps | wc -l)"
 echo "cgroupfs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 echo "uid=$(id -u)"
-if [ "$(id -u)" = 0 ]; then echo sudo=root; elif sudo -n true 2>/dev/null; then echo sudo=ok; else echo sudo=no; fi
+echo "user=$(id -un)"
+ss="ss"
+if [ "$(id -u)" = 0 ]; then echo sudo=root
+elif ! command -v sudo >/dev/null 2>&1; then echo sudo=missing
+elif sudo -n true 2>/dev/null; then echo sudo=ok; ss="sudo -n ss"
+else echo sudo=no; fi
 echo "arch=$(uname -m)"
-(ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0;
+($ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0;
   sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
 """
 
@@ -116,21 +121,7 @@ def _parse(output: str) -> tuple[dict[str, str], dict[int, str]]:
 
 def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[int, str]) -> list[Check]:
     """Turn the probe's facts into checks (pure; unit-tested)."""
-    checks: list[Check] = []
-    sudo = facts.get("sudo", "no")
-    checks.append(
-        Check(
-            "sudo",
-            sudo in ("root", "ok"),
-            "root"
-            if sudo == "root"
-            else (
-                "passwordless sudo"
-                if sudo == "ok"
-                else f"user {facts.get('uid')} has no passwordless sudo; add a NOPASSWD sudoers rule"
-            ),
-        )
-    )
+    checks: list[Check] = [_sudo(facts)]
     py = facts.get("python3", "")
     checks.append(Check("python3", bool(py), py or "python3 not found; install it (apt-get install python3)"))
     os_id, os_ver = facts.get("os_id", "?"), facts.get("os_version", "?")
@@ -175,36 +166,80 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     return checks
 
 
+def _sudo(facts: dict[str, str]) -> Check:
+    sudo = facts.get("sudo", "no")
+    if sudo == "root":
+        return Check("sudo", True, "root")
+    if sudo == "ok":
+        return Check("sudo", True, "passwordless sudo")
+    user = facts.get("user") or "?"
+    who = f"{user} (uid {facts.get('uid', '?')})"
+    fix = f"log in as root (ssh.user), or allow it: '{user} ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/{user}"
+    if sudo == "missing":
+        return Check("sudo", False, f"{who} is not root and sudo is not installed; {fix}")
+    return Check("sudo", False, f"{who} is not root and has no passwordless sudo (sudo -n true failed); {fix}")
+
+
+def _unreachable(t: ssh.SshTarget, exc: OSError, timeout: float) -> str:
+    """Why nothing answers on the node's SSH port, and what to look at."""
+    where = f"{t.host}:{t.port}"
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"cannot connect to {where}: connection refused; is sshd running on {t.name} and listening on "
+            f"port {t.port} (ssh.port, or the node's ssh_port)?"
+        )
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"cannot connect to {where}: no answer in {timeout:.0f} s; is {t.name} up, and port {t.port} open?"
+    return f"cannot connect to {where}: {exc.strerror or exc}"
+
+
 def check_host(
-    node: Node, spec: ClusterSpec, cluster_dir: Path, timeout: float = 8.0, accept: bool = False
+    node: Node,
+    spec: ClusterSpec,
+    cluster_dir: Path,
+    timeout: float = 8.0,
+    accept: bool = False,
+    key: ssh.KeyFile | None = None,
 ) -> HostReport:
     """Check one host. Its SSH host key must be the one pinned in the cluster's known_hosts
     (first contact pins it); on a changed key nothing is done on the host. ``accept``
-    re-pins the key the host offers now."""
+    re-pins the key the host offers now. ``key``: what ssh.check_key found (an encrypted
+    key logs in through ssh-agent)."""
     report = HostReport(node.name, node.address)
     t = ssh.target(spec, node, cluster_dir)
     try:
         sock = socket.create_connection((t.host, t.port), timeout=timeout)
     except OSError as exc:
-        report.checks.append(Check("reachable", False, f"cannot connect to {t.host}:{t.port}: {exc.strerror or exc}"))
+        report.checks.append(Check("reachable", False, _unreachable(t, exc, timeout)))
         return report
     report.checks.append(Check("reachable", True, f"{t.host}:{t.port}"))
     client, policy = ssh.pinned_client(t, replace=accept)
+    agent = key is not None and key.encrypted
+    with_what = f"the keys of ssh-agent ({t.key_file} is encrypted)" if agent else str(t.key_file)
     try:
         try:
-            ssh.connect(client, t, sock=sock, timeout=timeout, auth_timeout=timeout, banner_timeout=timeout)
+            ssh.connect(
+                client, t, sock=sock, timeout=timeout, auth_timeout=timeout, banner_timeout=timeout, agent=agent
+            )
         except ssh.HostKeyChanged as exc:
             report.checks.append(Check("host key", False, str(exc)))
             return report
-        except paramiko.AuthenticationException as exc:
+        except paramiko.AuthenticationException:
             _host_key_checked(report, client, policy)
-            report.checks.append(Check("ssh key", False, f"{t.user}@{t.host} with {t.key_file}: {exc}"))
+            report.checks.append(
+                Check(
+                    "ssh key",
+                    False,
+                    f"{t.user}@{t.host} refused {with_what}: no user {t.user} there, or the key is not in its "
+                    f"~/.ssh/authorized_keys; check ssh.user (or the node's ssh_user) and ssh.private_key",
+                )
+            )
             return report
         except (paramiko.SSHException, OSError) as exc:
-            report.checks.append(Check("ssh key", False, f"{t.user}@{t.host} with {t.key_file}: {exc}"))
+            report.checks.append(Check("ssh key", False, f"{t.user}@{t.host} with {with_what}: {exc}"))
             return report
         _host_key_checked(report, client, policy)
-        report.checks.append(Check("ssh key", True, f"{t.user} with {t.key_file.name}"))
+        report.checks.append(Check("ssh key", True, f"{t.user} with {'ssh-agent' if agent else t.key_file.name}"))
         _, stdout, _ = client.exec_command(PROBE, timeout=timeout * 2)
         output = stdout.read().decode(errors="replace")
     finally:
@@ -241,11 +276,10 @@ def run(
             f"--accept-host-key: no node named {', '.join(unknown)} in the cluster file; "
             f"its nodes are {', '.join(n.name for n in spec.nodes)}"
         )
-    key = ssh.key_file(spec)
-    if not key.is_file():
-        return [
-            HostReport(n.name, n.address, [Check("ssh key", False, f"ssh.private_key: {key} does not exist")])
-            for n in targets
-        ]
+    try:
+        key = ssh.check_key(ssh.key_file(spec))
+    except ssh.KeyProblem as exc:
+        # the same key opens every node: each is refused, named, and nothing is tried
+        return [HostReport(n.name, n.address, [Check("ssh key", False, str(exc))]) for n in targets]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        return list(pool.map(lambda n: check_host(n, spec, cluster_dir, timeout, n.name in accept), targets))
+        return list(pool.map(lambda n: check_host(n, spec, cluster_dir, timeout, n.name in accept, key), targets))

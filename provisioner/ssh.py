@@ -68,6 +68,74 @@ def target(spec: ClusterSpec, node: Node, cluster_dir: Path) -> SshTarget:
     )
 
 
+# -- the private key -----------------------------------------------------------------------
+
+
+class KeyProblem(ProvisionerError):
+    """The private key cannot open any node as it is (missing, open to others, encrypted
+    with no agent to hold it, not a key)."""
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    path: Path
+    encrypted: bool = False  # it has a passphrase: logins go through ssh-agent
+
+
+def agent_keys() -> int:
+    """How many keys the ssh-agent of SSH_AUTH_SOCK holds (0 without an agent)."""
+    import paramiko
+
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return 0
+    agent = paramiko.Agent()
+    try:
+        return len(agent.get_keys())
+    finally:
+        agent.close()
+
+
+def check_key(path: Path) -> KeyFile:
+    """The key file as ssh (Ansible's transport) will need it, or KeyProblem saying what to do:
+    present, readable, not open to other users (ssh refuses such a key), and either without
+    a passphrase or held by an ssh-agent (nobody is there to type the passphrase)."""
+    import paramiko
+
+    where = f"ssh.private_key: {path}"
+    if not path.exists():
+        raise KeyProblem(f"{where} does not exist; give the private key that opens the nodes")
+    if not path.is_file():
+        raise KeyProblem(f"{where} is not a file; give the private key that opens the nodes")
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        raise KeyProblem(
+            f"{where} is mode {st.st_mode & 0o777:04o}, open to other users, and ssh refuses such a key; "
+            f"chmod 600 {path}"
+        )
+    try:
+        paramiko.PKey.from_path(path)
+    except PermissionError as exc:
+        raise KeyProblem(f"{where} cannot be read: {exc.strerror}") from None
+    except (paramiko.PasswordRequiredException, TypeError) as exc:
+        # (cryptography, under paramiko, says "password" in a TypeError for OpenSSH and PEM keys)
+        if isinstance(exc, TypeError) and "password" not in str(exc).lower():
+            raise
+        if agent_keys() == 0:
+            state = (
+                "no ssh-agent runs (SSH_AUTH_SOCK is unset)"
+                if not os.environ.get("SSH_AUTH_SOCK")
+                else "the ssh-agent holds no key"
+            )
+            raise KeyProblem(
+                f"{where} is encrypted (it has a passphrase) and {state}; load it with `ssh-add {path}`, "
+                "or use a key without a passphrase"
+            ) from None
+        return KeyFile(path, encrypted=True)
+    except (paramiko.SSHException, ValueError, OSError) as exc:
+        raise KeyProblem(f"{where} is not a private key ssh can use: {exc}") from None
+    return KeyFile(path)
+
+
 def ansible_common_args(cluster_dir: Path) -> str:
     """OpenSSH options for Ansible (and testinfra's Ansible backend): only the cluster's
     pinned keys are trusted; an unknown or changed key is refused."""
@@ -233,9 +301,10 @@ def pinned_client(t: SshTarget, replace: bool = False) -> tuple[paramiko.SSHClie
     return client, policy
 
 
-def connect(client: paramiko.SSHClient, t: SshTarget, **kwargs: Any) -> None:
-    """Connect a ``pinned_client`` to ``t`` with the cluster's key. The host key is checked
-    before authentication: a changed one raises HostKeyChanged and nothing is sent to the host.
+def connect(client: paramiko.SSHClient, t: SshTarget, agent: bool = False, **kwargs: Any) -> None:
+    """Connect a ``pinned_client`` to ``t`` with the cluster's key (``agent``: with the keys of
+    ssh-agent instead, for an encrypted key file). The host key is checked before
+    authentication: a changed one raises HostKeyChanged and nothing is sent to the host.
     ``kwargs`` go to paramiko's connect (sock, timeouts). The caller closes the client."""
     import paramiko
 
@@ -244,8 +313,8 @@ def connect(client: paramiko.SSHClient, t: SshTarget, **kwargs: Any) -> None:
             t.host,
             port=t.port,
             username=t.user,
-            key_filename=str(t.key_file),
-            allow_agent=False,
+            key_filename=None if agent else str(t.key_file),
+            allow_agent=agent,
             look_for_keys=False,
             **kwargs,
         )

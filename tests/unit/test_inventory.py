@@ -118,10 +118,24 @@ def test_host_vars_carry_labels_taints_and_overrides() -> None:
         "pod_block": "10.233.67.0/24",
         "ansible_user": "admin",
         "ansible_port": 2222,
+        "ansible_become": True,
         "node_labels": {"disk": "ssd"},
     }
     assert hv["w2"]["node_taints"] == ["dedicated=batch:NoSchedule"]
     assert "ansible_user" not in hv["cp1"] and "node_labels" not in hv["cp1"]
+    assert "ansible_become" not in hv["cp1"], "root needs no sudo (and may not have it)"
+
+
+def test_a_user_other_than_root_becomes_root_through_sudo() -> None:
+    """Preflight refuses a non-root user without passwordless sudo; the one it lets through
+    runs every task through sudo (and root is never asked for a sudo it may not have)."""
+    data = spec.load(ROOT / "inventory" / "sample" / "ha.yaml").model_dump(mode="json")
+    data["ssh"]["user"] = "deploy"
+    data["nodes"][0]["ssh_user"] = "root"
+    s = spec.from_dict(data)
+    hv = inventory.build(s, inventory.assign_pod_blocks(s, {}), STATE).hosts["all"]["hosts"]
+    assert "ansible_become" not in hv["cp1"]
+    assert all(hv[n.name]["ansible_become"] is True for n in s.nodes[1:])
 
 
 def _spec(workers: list[str]) -> spec.ClusterSpec:

@@ -87,14 +87,20 @@ def test_a_good_host_passes(change: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("change", "name", "detail"),
     [
-        ({"sudo": "no", "uid": "1000"}, "sudo", "user 1000 has no passwordless sudo; add a NOPASSWD sudoers rule"),
+        (
+            {"sudo": "no", "uid": "1000", "user": "alice"},
+            "sudo",
+            "alice (uid 1000) is not root and has no passwordless sudo (sudo -n true failed); log in as root "
+            "(ssh.user), or allow it: 'alice ALL=(ALL) NOPASSWD: ALL' in /etc/sudoers.d/alice",
+        ),
+        ({"sudo": "missing", "uid": "1000", "user": "bob"}, "sudo", "bob (uid 1000) is not root and sudo is not"),
         ({"python3": ""}, "python3", "python3 not found; install it (apt-get install python3)"),
         ({"os_id": "centos", "os_version": "7"}, "os", "centos 7 is not supported; use one of debian 12"),
         ({"os_id": "debian", "os_version": "11"}, "os", "debian 11 is not supported"),
         ({"arch": "aarch64"}, "arch", "aarch64: only x86_64 artifacts are mirrored"),
         ({"cgroupfs": "ext4"}, "cgroup", "unknown cgroup filesystem 'ext4'"),
     ],
-    ids=["no-sudo", "no-python", "wrong-os", "old-debian", "arm", "no-cgroupfs"],
+    ids=["no-sudo", "no-sudo-installed", "no-python", "wrong-os", "old-debian", "arm", "no-cgroupfs"],
 )
 def test_each_problem_fails_its_named_check(change: dict[str, str], name: str, detail: str) -> None:
     checks = judged({**GOOD_FACTS, **change})
@@ -287,10 +293,13 @@ def test_a_key_that_is_not_authorized_is_named(sshd: Sshd, tmp_path: Path) -> No
     assert not r.ok
     [failure] = r.failures()
     assert failure.name == "ssh key"
-    assert failure.detail.startswith(f"root@127.0.0.1 with {sshd.bad_key}: ") and "Authentication" in failure.detail
+    assert failure.detail == (
+        f"root@127.0.0.1 refused {sshd.bad_key}: no user root there, or the key is not in its "
+        "~/.ssh/authorized_keys; check ssh.user (or the node's ssh_user) and ssh.private_key"
+    )
     assert r.checks[1].name == "host key" and r.checks[1].ok, "the host was who it should be; the key was not let in"
     assert r.facts == {}, "nothing was probed"
-    assert f"cp1 (127.0.0.1): ssh key: root@127.0.0.1 with {sshd.bad_key}" in str(preflight.PreflightFailed([r]))
+    assert f"cp1 (127.0.0.1): ssh key: root@127.0.0.1 refused {sshd.bad_key}" in str(preflight.PreflightFailed([r]))
 
 
 def test_a_nodes_own_ssh_port_wins(sshd: Sshd, tmp_path: Path) -> None:
@@ -307,15 +316,171 @@ def test_an_unreachable_host_and_a_missing_key_are_named(tmp_path: Path) -> None
     s = cluster("127.0.0.1", _free_port(), str(key))
     [r] = preflight.run(s, [s.node("cp1")], timeout=2, cluster_dir=tmp_path)
     [failure] = r.failures()
-    assert failure.name == "reachable" and failure.detail.startswith("cannot connect to 127.0.0.1:")
+    port = s.ssh.port
+    assert failure.name == "reachable" and failure.detail == (
+        f"cannot connect to 127.0.0.1:{port}: connection refused; is sshd running on cp1 and listening on "
+        f"port {port} (ssh.port, or the node's ssh_port)?"
+    )
     s = cluster("127.0.0.1", 22, str(tmp_path / "nope"))
     reports = preflight.run(s, cluster_dir=tmp_path)
     assert [r.name for r in reports] == ["cp1", "w1"], "every node, in file order"
     for r in reports:
         assert [(c.name, c.detail) for c in r.checks] == [
-            ("ssh key", f"ssh.private_key: {tmp_path / 'nope'} does not exist")
+            (
+                "ssh key",
+                f"ssh.private_key: {tmp_path / 'nope'} does not exist; give the private key that opens the nodes",
+            )
         ]
     assert not (tmp_path / "known_hosts").exists(), "nothing answered: nothing pinned"
+
+
+# -- SSH refused in preflight, naming the host -------------------------------------------------
+
+
+def _encrypted_key(path: Path, passphrase: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
+
+
+def _connections(sshd: Sshd) -> int:
+    time.sleep(0.2)  # sshd logs a connection as it accepts it
+    return sshd.log.read_text().count("Connection from")
+
+
+def test_a_key_open_to_other_users_is_refused_before_any_connection(sshd: Sshd, tmp_path: Path) -> None:
+    sshd.good_key.chmod(0o644)
+    s = cluster("127.0.0.1", sshd.port, str(sshd.good_key))
+    before = _connections(sshd)
+    reports = preflight.run(s, cluster_dir=tmp_path)
+    for r in reports:
+        assert [(c.name, c.ok, c.detail) for c in r.checks] == [
+            (
+                "ssh key",
+                False,
+                f"ssh.private_key: {sshd.good_key} is mode 0644, open to other users, and ssh refuses such a key; "
+                f"chmod 600 {sshd.good_key}",
+            )
+        ]
+    assert (
+        str(preflight.PreflightFailed(reports))
+        .splitlines()[1]
+        .startswith(f"cp1 (127.0.0.1): ssh key: ssh.private_key: {sshd.good_key} is mode 0644")
+    )
+    assert _connections(sshd) == before, "no node was contacted"
+
+
+def test_an_encrypted_key_without_an_agent_is_refused(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "locked"
+    _encrypted_key(key, "sesame")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    s = cluster("127.0.0.1", sshd.port, str(key))
+    before = _connections(sshd)
+    [r] = preflight.run(s, [s.node("cp1")], cluster_dir=tmp_path)
+    [failure] = r.failures()
+    assert _connections(sshd) == before, "no node was contacted"
+    assert (failure.name, failure.detail) == (
+        "ssh key",
+        f"ssh.private_key: {key} is encrypted (it has a passphrase) and no ssh-agent runs (SSH_AUTH_SOCK is unset); "
+        f"load it with `ssh-add {key}`, or use a key without a passphrase",
+    )
+
+
+def test_an_encrypted_key_held_by_ssh_agent_logs_in_through_the_agent(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not shutil.which("ssh-agent") or not shutil.which("ssh-add"):
+        pytest.skip("needs ssh-agent and ssh-add (openssh-client)")
+    key = tmp_path / "locked"
+    _encrypted_key(key, "sesame")
+    (sshd.dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho sesame\n")
+        askpass.chmod(0o700)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True, timeout=30)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        s = cluster("127.0.0.1", sshd.port, str(key))
+        [r] = preflight.run(s, [s.node("cp1")], cluster_dir=tmp_path)
+        assert r.ok, r.failures()
+        assert next(c for c in r.checks if c.name == "ssh key").detail == "root with ssh-agent"
+        assert r.facts["uid"] == "0", "the probe ran"
+        # and OpenSSH (Ansible's transport) gets in the same way
+        done = subprocess.run(
+            [
+                "ssh",
+                "-p",
+                str(sshd.port),
+                "-i",
+                str(key),
+                "-o",
+                "BatchMode=yes",
+                *ssh.ansible_common_args(tmp_path).split(),
+                "root@127.0.0.1",
+                "true",
+            ],
+            env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def test_a_wrong_user_is_named_with_what_to_check(sshd: Sshd, tmp_path: Path) -> None:
+    s = spec.from_dict(
+        {
+            "name": "pf",
+            "ssh": {"user": "nobody-here", "private_key": str(sshd.good_key), "port": sshd.port},
+            "nodes": [{"name": "cp1", "address": "127.0.0.1", "roles": ["etcd", "control-plane"]}],
+        }
+    )
+    [r] = preflight.run(s, cluster_dir=tmp_path)
+    [failure] = r.failures()
+    assert (failure.name, failure.detail) == (
+        "ssh key",
+        f"nobody-here@127.0.0.1 refused {sshd.good_key}: no user nobody-here there, or the key is not in its "
+        "~/.ssh/authorized_keys; check ssh.user (or the node's ssh_user) and ssh.private_key",
+    )
+    assert r.facts == {}, "nothing ran"
+
+
+def test_a_file_that_is_no_key_is_refused(tmp_path: Path) -> None:
+    bogus = tmp_path / "id_ed25519"
+    bogus.write_text("not a key\n")
+    bogus.chmod(0o600)
+    [r, _] = preflight.run(cluster("127.0.0.1", 22, str(bogus)), cluster_dir=tmp_path)
+    [failure] = r.failures()
+    assert failure.name == "ssh key"
+    assert failure.detail.startswith(f"ssh.private_key: {bogus} is not a private key ssh can use: ")
+
+
+def test_a_port_that_does_not_answer_is_named() -> None:
+    t = ssh.SshTarget("w1", "192.0.2.21", 2222, "root", Path("k"), Path("kh"))
+    assert preflight._unreachable(t, TimeoutError(), 8) == (
+        "cannot connect to 192.0.2.21:2222: no answer in 8 s; is w1 up, and port 2222 open?"
+    )
+    assert preflight._unreachable(t, OSError(113, "No route to host"), 8) == (
+        "cannot connect to 192.0.2.21:2222: No route to host"
+    )
+
+
+def test_node_addresses_are_ip_addresses_so_no_name_is_resolved() -> None:
+    """A node is reached at its address, which the cluster file requires to be an IPv4
+    address: there is no host name that could fail to resolve (refused with exit 2)."""
+    with pytest.raises(InputError, match=r"nodes\[0\]\.address: 'cp1\.example\.com' is not an IP address"):
+        spec.from_dict(
+            {"name": "pf", "nodes": [{"name": "cp1", "address": "cp1.example.com", "roles": ["etcd", "control-plane"]}]}
+        )
 
 
 # -- pinned host keys ------------------------------------------------------------------------
