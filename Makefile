@@ -41,7 +41,7 @@ demo-down: setup
 lint: setup
 	$(VENV)/bin/ruff check provisioner tests bench
 	$(VENV)/bin/ruff format --check provisioner tests bench
-	$(VENV)/bin/ansible-lint -q provisioner/playbooks
+	$(VENV)/bin/ansible-lint -q provisioner/playbooks/*.yml provisioner/playbooks/roles bench/floor/floor.yml  # a directory alone lints nothing
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
