@@ -189,7 +189,9 @@ class Artifacts:
     def run(self, ctx: Context) -> None:
         manifest = artifacts.fetch_manifest(ctx.spec.artifacts.files_repo)
         rel = release(ctx.spec.kubernetes.version)
-        ctx.downloads = artifacts.downloads(manifest, rel, ctx.spec.artifacts.files_repo, ctx.spec.addons)
+        ctx.downloads = artifacts.downloads(
+            manifest, rel, ctx.spec.artifacts.files_repo, ctx.spec.addons, ctx.spec.network.policy
+        )
 
 
 class Inventory:

@@ -35,6 +35,7 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("cni-host-local", "*"),
         ("cni-loopback", "*"),
         ("cni-portmap", "*"),
+        ("kube-router", "*"),
         ("image-pause", "pause"),
         ("image-coredns", "coredns"),
         ("image-busybox", "*"),
@@ -89,10 +90,15 @@ def addon_images(addons: Addons) -> dict[str, bool]:
 
 
 def downloads(
-    manifest: Manifest, release: Release, files_repo: str, addons: Addons | None = None
+    manifest: Manifest,
+    release: Release,
+    files_repo: str,
+    addons: Addons | None = None,
+    network_policy: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """The download list; an add-on turned off in the cluster file (``addons``; default: all on)
-    is left out, so its image is neither fetched nor needed in the mirror."""
+    is left out, so its image is neither fetched nor needed in the mirror; so is kube-router
+    without ``network_policy`` (the cluster file's network.policy)."""
     wanted = {
         "kubernetes": release.kubernetes,
         "etcd": release.etcd,
@@ -103,6 +109,8 @@ def downloads(
         "*": None,
     }
     unwanted = {name for name, on in addon_images(addons or Addons()).items() if not on}
+    if not network_policy:
+        unwanted.add("kube-router")
     out: dict[str, list[dict[str, Any]]] = {}
     for group, needs in NEEDS.items():
         items = []

@@ -719,7 +719,7 @@ def inventory_generate(
             raise ProvisionerError("--no-downloads")
         manifest = artifacts.fetch_manifest(spec.artifacts.files_repo, timeout=3)
         downloads = artifacts.downloads(
-            manifest, release(spec.kubernetes.version), spec.artifacts.files_repo, spec.addons
+            manifest, release(spec.kubernetes.version), spec.artifacts.files_repo, spec.addons, spec.network.policy
         )
     except ProvisionerError as exc:
         if out_dir is None:

@@ -156,6 +156,7 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         **hardening_vars(spec),
         **addons_vars(spec),
         **api_vip_vars(spec),
+        **network_policy_vars(spec),
         **fixed(),
     }
 
@@ -220,6 +221,20 @@ def hardening_vars(spec: ClusterSpec) -> dict[str, Any]:
         "event_rate_limit_namespace_burst": h.event_rate_limit.namespace_burst,
         "kubelet_seccomp_default": h.seccomp_default,
         "kubelet_protect_kernel_defaults": h.protect_kernel_defaults,
+    }
+
+
+KUBE_ROUTER_KUBECONFIG = f"{KUBE_CONFIG_DIR}/kube-router.kubeconfig"
+KUBE_ROUTER_USER = "system:kube-router"
+
+
+def network_policy_vars(spec: ClusterSpec) -> dict[str, Any]:
+    """NetworkPolicy enforcement (``network.policy``): kube-router's policy controller on every
+    node, with its own kubeconfig (user ``system:kube-router``, read-only RBAC)."""
+    return {
+        "network_policy": spec.network.policy,
+        "kube_router_kubeconfig": KUBE_ROUTER_KUBECONFIG,
+        "kube_router_user": KUBE_ROUTER_USER,
     }
 
 

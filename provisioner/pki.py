@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioner.defaults import API_PORT
+from provisioner.defaults import API_PORT, KUBE_ROUTER_USER
 from provisioner.errors import ProvisionerError
 from provisioner.spec import ClusterSpec
 
@@ -274,6 +274,8 @@ def requests(spec: ClusterSpec, service_ip: str) -> list[CertRequest]:
     reqs.append(CertRequest("scheduler", "system:kube-scheduler", "ca", client=True))
     reqs.append(CertRequest("admin", "kubernetes-admin", "ca", org="system:masters", client=True))
     reqs.append(CertRequest("kube-proxy", "system:kube-proxy", "ca", client=True))
+    if spec.network.policy:  # kube-router's policy controller, one client certificate for every node
+        reqs.append(CertRequest("kube-router", KUBE_ROUTER_USER, "ca", client=True))
     for n in spec.nodes:
         reqs.append(
             CertRequest(
@@ -311,6 +313,8 @@ def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int, renew: 
         ("kube-proxy", "kube-proxy", local, "system:kube-proxy"),
         ("admin-local", "admin", local, "kubernetes-admin"),
     ]
+    if spec.network.policy:
+        kubeconfigs.append(("kube-router", "kube-router", local, KUBE_ROUTER_USER))
     kubeconfigs += [
         (f"{n.name}-kubelet", f"nodes/{n.name}-kubelet-client", local, f"system:node:{n.name}") for n in spec.nodes
     ]

@@ -10,7 +10,7 @@ import yaml
 from provisioner.inventory import assign_pod_blocks
 from provisioner.paths import PLAYBOOKS
 from provisioner.spec import ClusterSpec
-from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
+from provisioner.versions import KUBE_ROUTER, LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
 
 # Above this many BGP speakers `cluster plan` suggests route reflectors: a full mesh is
 # n*(n-1)/2 sessions in all and n-1 on every node (issue 14).
@@ -89,6 +89,7 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
             "etcd": rel.etcd,
             "coredns": rel.coredns,
             "pause": rel.pause,
+            **({"kube-router": KUBE_ROUTER} if spec.network.policy else {}),
         },
         "network": {
             "plugin": spec.network.plugin,
@@ -97,6 +98,7 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
             "node_prefix": spec.network.node_prefix,
             "encapsulation": spec.network.encapsulation,
             "nat_outgoing": spec.network.nat_outgoing,
+            "policy": "kube-router" if spec.network.policy else "off",
             "bgp": "route reflectors: " + ", ".join(spec.network.route_reflectors)
             if spec.network.route_reflectors
             else "full mesh",

@@ -69,6 +69,10 @@ class Network(_Model):
     nat_outgoing: bool = True
     route_reflectors: list[str] = Field(default_factory=list)
     bgp_asn: int = 64512
+    # NetworkPolicy enforcement on every node: kube-router's network policy controller alone
+    # (its router and service proxy off), a systemd service. false: nothing is installed, and
+    # a cluster that has it loses it on the next create.
+    policy: bool = True
 
 
 class Etcd(_Model):
@@ -490,6 +494,15 @@ def check(spec: ClusterSpec) -> list[str]:
             p.append(f"network.route_reflectors[{i}]: {rr!r} is listed twice; list each reflector once")
     if not 1 <= net.bgp_asn <= 4294967295:
         p.append("network.bgp_asn: must be between 1 and 4294967295")
+    if net.policy and spec.kubernetes.proxy_mode == "ipvs":
+        # kube-router v2.1.0's policy controller writes back every ipset of the node, from a snapshot of
+        # its previous sync, and kube-proxy's ipvs mode keeps its Services in ipsets (kube-router issues
+        # #1677, #1732; fixed in v2.6): the two would undo each other's changes.
+        p.append(
+            "network.policy: kube-router's policy controller (v2.1.0) rewrites every ipset of the node, and "
+            "kube-proxy's ipvs mode keeps its Services in ipsets; use kubernetes.proxy_mode iptables or "
+            "nftables, or set network.policy: false"
+        )
     if not _DNS1123_SUBDOMAIN.match(spec.kubernetes.cluster_domain):
         p.append("kubernetes.cluster_domain: must be a DNS name such as cluster.local")
     if not spec.artifacts.files_repo.startswith(("http://", "https://", "file://")):

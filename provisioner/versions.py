@@ -30,6 +30,10 @@ RELEASES: tuple[Release, ...] = (
 METRICS_SERVER = "v0.9.0"
 LOCAL_PATH_PROVISIONER = "v0.0.30"
 
+# kube-router, whose network policy controller enforces NetworkPolicy (network.policy); its Go
+# module under provisioner/mirror/go/kube-router pins the same version (a unit test checks).
+KUBE_ROUTER = "v2.1.0"
+
 SUPPORTED_KUBERNETES: tuple[str, ...] = tuple(r.kubernetes for r in RELEASES)
 DEFAULT_KUBERNETES = RELEASES[-1].kubernetes
 

@@ -1,7 +1,7 @@
-"""Fill the offline artifact mirror: Kubernetes, etcd, containerd, CoreDNS and the add-ons
-(metrics-server, local-path-provisioner) built from their Go modules (pinned in
-``provisioner/mirror/go``), runc, CNI plugins and busybox from Debian's packages, and the pause,
-CoreDNS, add-on and test images as OCI tarballs.
+"""Fill the offline artifact mirror: Kubernetes, etcd, containerd, CoreDNS, kube-router (its
+network policy controller) and the add-ons (metrics-server, local-path-provisioner) built from
+their Go modules (pinned in ``provisioner/mirror/go``), runc, CNI plugins and busybox from
+Debian's packages, and the pause, CoreDNS, add-on and test images as OCI tarballs.
 
 Every component is stamped with a hash of its inputs; an unchanged component is skipped
 (and reported as cached), so a second build takes seconds. Real work (a Go build, a package
@@ -282,6 +282,23 @@ class Builder:
         )
         return [describe(self.mirror, out / n, name=n, version=version, component="containerd") for n in names]
 
+    def kube_router(self) -> list[Artifact]:
+        """kube-router, whose network policy controller alone runs on every node (NetworkPolicy
+        enforcement: --run-firewall, router and service proxy off, as k3s embeds it)."""
+        version = module_requirement(GO_MODULES / "kube-router", "github.com/cloudnativelabs/kube-router/v2")
+        out = self.mirror / "kube-router" / version / "linux" / "amd64"
+        ld = f"-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}"
+        self.go_build(
+            "kube-router",
+            {"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+            out,
+            ld,
+            what=f"kube-router {version}",
+        )
+        return [
+            describe(self.mirror, out / "kube-router", name="kube-router", version=version, component="kube-router")
+        ]
+
     def debian(self, package: str) -> tuple[Path, str]:
         """Download a Debian package (through the host's apt) and unpack it; (root, version)."""
         debs = self.cache / "debs"
@@ -434,6 +451,7 @@ class Builder:
         steps += [
             ("etcd", self.etcd),
             ("containerd", self.containerd),
+            ("kube-router", self.kube_router),
             ("runc", self.runc),
             ("cni-plugins", self.cni_plugins),
             ("image-pause", lambda: self.pause_image(RELEASES[-1].pause)),

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import yaml
 
 from provisioner.lab.manager import DEFAULT_MIRROR
 from provisioner.versions import DEFAULT_KUBERNETES, SUPPORTED_KUBERNETES
+from tests.e2e import network_policy
 from tests.e2e.conftest import ROOT, Cluster, changed_tasks, create, installed_wheel, make_cluster, provisioner
 from tests.e2e.workloads import check_workloads
 
@@ -191,3 +193,68 @@ def test_a_node_whose_host_key_changed_is_refused(cluster_a: Cluster) -> None:
     )
     assert create_proc.returncode != 0 and "host key" in create_proc.stderr
     provisioner(*args, "--accept-host-key", "w2")  # re-pinned on purpose: passes again
+
+
+# -- NetworkPolicy (network.policy, on by default): kube-router's policy controller -------------
+# One server pod on w1; clients on w1 (same node: across the CNI bridge) and on w2 (routed), and
+# a visitor in another namespace on w2. Each policy is applied, checked by real connections that
+# are answered or refused, and deleted again.
+
+ALL_CLIENTS = ("near", "far", "visitor")
+
+
+@pytest.fixture(scope="module")
+def policy_lab(cluster_a: Cluster) -> Iterator[network_policy.Lab]:
+    lab = network_policy.start(cluster_a, server_node="w1", other_node="w2")
+    lab.expect("no policy: every client reaches web", {(c, 8080): True for c in ALL_CLIENTS})
+    yield lab
+    network_policy.stop(cluster_a)
+
+
+def test_network_policy_default_deny_ingress(policy_lab: network_policy.Lab) -> None:
+    with policy_lab.policy(network_policy.DENY_INGRESS):
+        policy_lab.expect("deny-ingress refuses every client", {(c, 8080): False for c in ALL_CLIENTS})
+    policy_lab.expect("deny-ingress deleted: every client reaches web", {(c, 8080): True for c in ALL_CLIENTS})
+
+
+def test_network_policy_allow_by_pod_label(policy_lab: network_policy.Lab) -> None:
+    with policy_lab.policy(network_policy.DENY_INGRESS + "---" + network_policy.ALLOW_CLIENTS):
+        policy_lab.expect(
+            "role=client pods of the namespace are let in, the other namespace's are not",
+            {("near", 8080): True, ("far", 8080): True, ("visitor", 8080): False},
+        )
+
+
+def test_network_policy_allow_by_namespace_label(policy_lab: network_policy.Lab) -> None:
+    with policy_lab.policy(network_policy.DENY_INGRESS + "---" + network_policy.ALLOW_VISITORS):
+        policy_lab.expect(
+            "only pods of namespaces labelled team=visitors are let in",
+            {("near", 8080): False, ("far", 8080): False, ("visitor", 8080): True},
+        )
+
+
+def test_network_policy_named_port(policy_lab: network_policy.Lab) -> None:
+    with policy_lab.policy(network_policy.DENY_INGRESS + "---" + network_policy.ALLOW_NAMED_PORT):
+        policy_lab.expect(
+            "the port named http (8080) is open, 8081 is not",
+            {("near", 8080): True, ("near", 8081): False, ("far", 8080): True, ("far", 8081): False},
+        )
+
+
+def test_network_policy_ip_block_with_except(policy_lab: network_policy.Lab, cluster_a: Cluster) -> None:
+    far_ip = network_policy.pod_ip(cluster_a, policy_lab.clients["far"])
+    subnet = network_policy.pod_subnet(cluster_a)
+    allow = network_policy.ALLOW_BLOCK_EXCEPT.replace("POD_SUBNET", subnet).replace("EXCEPT", far_ip)
+    with policy_lab.policy(network_policy.DENY_INGRESS + "---" + allow):
+        policy_lab.expect(
+            f"the pod subnet is let in except {far_ip}/32 (far)",
+            {("near", 8080): True, ("far", 8080): False, ("visitor", 8080): True},
+        )
+
+
+def test_network_policy_egress_deny(policy_lab: network_policy.Lab) -> None:
+    with policy_lab.policy(network_policy.DENY_EGRESS):
+        policy_lab.expect(
+            "the clients of the namespace may not send; the visitor still reaches web",
+            {("near", 8080): False, ("far", 8080): False, ("visitor", 8080): True},
+        )

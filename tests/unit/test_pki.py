@@ -47,6 +47,7 @@ def test_ensure_creates_every_ca_certificate_and_kubeconfig(ha: spec.ClusterSpec
         | {f"{r.path}.crt" for r in reqs}
         | {f"kubeconfigs/{k}.kubeconfig" for k in ("controller-manager", "scheduler", "kube-proxy", "admin-local")}
         | {f"kubeconfigs/{n.name}-kubelet.kubeconfig" for n in ha.nodes}
+        | {"kubeconfigs/kube-router.kubeconfig"}  # network.policy is on by default
     )
     assert set(made) == expected and len(made) == len(expected)
     for rel in made:

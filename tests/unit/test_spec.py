@@ -223,7 +223,7 @@ RULES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ),
     (
         "proxy mode known",
-        {"kubernetes.proxy_mode": "ipvs"},
+        {"kubernetes.proxy_mode": "nftables"},
         {"kubernetes.proxy_mode": "userspace"},
         "kubernetes.proxy_mode",
         "input should be 'iptables', 'ipvs' or 'nftables'",
