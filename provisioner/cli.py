@@ -667,7 +667,7 @@ def cluster_chaos(
     try:
         result = runner.run(spec, cdir, opts, err)
     except KeyboardInterrupt:
-        fail("interrupted: the fault was undone (the node's own timer would have done it too)", code=130)
+        fail("interrupted; a fault already injected was undone (its node's own timer would undo it too)", code=130)
     except ProvisionerError as exc:
         if output is Output.json:
             emit_json({"ok": False, "exit_code": exc.exit_code, "error": str(exc)})

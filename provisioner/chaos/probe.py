@@ -27,7 +27,7 @@ from provisioner.chaos.kube import Proxy
 from provisioner.chaos.timeline import Event, Sample, Timeline
 
 TICK = 0.5  # seconds between two probes
-PROBE_TIMEOUT = 1.0
+PROBE_TIMEOUT = 2.0  # a request not answered within 2 s counts as the service being unavailable
 CANARY = "canary"
 POLLER = "canary-poller"
 _KEY, _EFFECT = CONTROL_PLANE_TAINT.split(":")[0], CONTROL_PLANE_TAINT.split(":")[1]

@@ -110,16 +110,19 @@ class Run:
             if on_ok and event.get("event") == "runner_on_ok":
                 on_ok(str(event.get("event_data", {}).get("task", "")), time.time())
 
-        result = run_playbook(
-            name,
-            self.cdir.inventory,
-            self.cdir.runner,
-            log_path=self.ctx.log,
-            extravars=extravars,
-            on_event=handler,
-            config=self.cdir.ansible_cfg,
-            collect=nodes.FACTS_TASK,
-        )
+        with own_signals():
+            result = run_playbook(
+                name,
+                self.cdir.inventory,
+                self.cdir.runner,
+                log_path=self.ctx.log,
+                extravars=extravars,
+                on_event=handler,
+                config=self.cdir.ansible_cfg,
+                collect=nodes.FACTS_TASK,
+            )
+        if result.status == "canceled":  # Ctrl-C or SIGTERM during the play: ansible-runner stopped it
+            raise KeyboardInterrupt
         if not result.ok:
             raise PlaybookFailed(result)
         return result
@@ -520,6 +523,21 @@ def busybox_image(spec: ClusterSpec) -> str:
     if not versions:
         raise ChaosError("the mirror has no image-busybox (the canary's image); run `provisioner mirror build`")
     return manifest.find("image-busybox", versions[-1]).image or ""
+
+
+@contextmanager
+def own_signals() -> Iterator[None]:
+    """ansible-runner replaces the SIGINT and SIGTERM handlers for good with one that only cancels
+    the play under way; put ours back after each play, so that Ctrl-C during the fault undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
