@@ -153,3 +153,22 @@ def test_no_leader_when_the_members_disagree() -> None:
         "cp2": _facts(etcd_status=_status("ac3e2646766c516f", "ac3e2646766c516f")),
     }
     assert nodes.from_results(["cp1", "cp2"], results).leader is None
+
+
+def test_signal_handlers_come_back_after_a_play() -> None:
+    """ansible-runner replaces SIGINT/SIGTERM for good; the chaos runner puts its own back, so that
+    Ctrl-C during the fault still reaches the undo."""
+    import signal
+
+    from provisioner.chaos.runner import interruptible, own_signals
+
+    with interruptible():
+        ours = signal.getsignal(signal.SIGTERM)
+        with own_signals():
+            signal.signal(signal.SIGTERM, lambda *a: None)  # what ansible_runner.run does
+            signal.signal(signal.SIGINT, lambda *a: None)
+        assert signal.getsignal(signal.SIGTERM) is ours
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
