@@ -104,8 +104,27 @@ class Run:
 
     # -- plays -----------------------------------------------------------------------------
     def play(
-        self, name: str, extravars: dict[str, Any], on_ok: Callable[[str, float], None] | None = None
+        self,
+        name: str,
+        extravars: dict[str, Any],
+        on_ok: Callable[[str, float], None] | None = None,
+        retries: int = 0,
     ) -> RunResult:
+        """Run one of the chaos playbooks. ``retries``: for the plays that may run again (the
+        read-only facts, the idempotent undo), how often a play whose only failures are
+        unreachable hosts is tried again (an SSH connection timed out on a busy controller)."""
+        for attempt in range(retries + 1):
+            result = self._play(name, extravars, on_ok)
+            unreachable = bool(result.failures) and all(f.unreachable for f in result.failures)
+            if not unreachable or attempt == retries:
+                break
+            self.say(f"{name}: {', '.join(f.host for f in result.failures)} did not answer; trying again")
+            time.sleep(3)
+        if not result.ok:
+            raise PlaybookFailed(result)
+        return result
+
+    def _play(self, name: str, extravars: dict[str, Any], on_ok: Callable[[str, float], None] | None) -> RunResult:
         def handler(event: dict[str, Any]) -> None:
             if on_ok and event.get("event") == "runner_on_ok":
                 on_ok(str(event.get("event_data", {}).get("task", "")), time.time())
@@ -123,12 +142,10 @@ class Run:
             )
         if result.status == "canceled":  # Ctrl-C or SIGTERM during the play: ansible-runner stopped it
             raise KeyboardInterrupt
-        if not result.ok:
-            raise PlaybookFailed(result)
         return result
 
     def facts(self, journal_since: float = 0) -> nodes.ChaosFacts:
-        result = self.play("chaos-facts.yml", {"chaos_journal_since": int(journal_since)})
+        result = self.play("chaos-facts.yml", {"chaos_journal_since": int(journal_since)}, retries=2)
         return nodes.from_results([n.name for n in self.spec.nodes], result.collected)
 
     # -- topology ---------------------------------------------------------------------------
@@ -397,7 +414,7 @@ class Run:
             marks.setdefault(task.rsplit("| ", 1)[-1], t)
 
         started = time.time()
-        self.play("chaos-undo.yml", {"chaos_target": self.target}, on_ok)
+        self.play("chaos-undo.yml", {"chaos_target": self.target}, on_ok, retries=3)
         if "the fault to undo" in marks:  # the fault ends when the last of its parts is undone
             self.undone_by = "controller"
             parts = [marks[t] for t in ("start the stopped units again", "remove the partition (chain)") if t in marks]
