@@ -132,8 +132,9 @@ def write_png(
         top.broken_barh(good, (i - 0.35, 0.7), facecolors="tab:green")
         top.broken_barh(bad, (i - 0.35, 0.7), facecolors="tab:red")
         inside = [s for s in samples if window[0] <= s.t <= window[1]]
-        pct = f"{100 * sum(s.ok for s in inside) / len(inside):.1f}%" if inside else "-"
-        top.text(1.005, i, pct, transform=top.get_yaxis_transform(), va="center", fontsize=9)
+        if inside and name != "canary-ready":  # a state, not an availability: no percentage
+            pct = f"{100 * sum(s.ok for s in inside) / len(inside):.1f}%"
+            top.text(1.005, i, pct, transform=top.get_yaxis_transform(), va="center", fontsize=9)
     top.set_yticks(range(len(rows)), [SERIES[n] for n in rows])
     top.set_ylim(-0.6, len(rows) - 0.4)
     top.invert_yaxis()
