@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra
+import testinfra.backend
+import testinfra.host
 import yaml
 
 from provisioner.lab.manager import DEFAULT_MIRROR
 from tests.e2e.clean import WORKLOAD, leftovers
-from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
+from tests.e2e.conftest import PROVISIONER, Cluster, changed_tasks, create, make_cluster, provisioner
 from tests.e2e.workloads import busybox_image, check_workloads
 
 pytestmark = pytest.mark.e2e
@@ -130,32 +139,101 @@ def test_certs_renew_gives_new_dates_while_serving(cluster_d: Cluster) -> None:
     assert "Ready" in cluster_d.kubectl("get", "nodes")
 
 
-LOCAL_PATH_DIR = "/opt/local-path-provisioner"  # addons.local_path.path's default
-KEEPER = """
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: keeper, namespace: default}}
-spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: keeper, namespace: default}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-    - name: main
-      image: {image}
-      imagePullPolicy: Never
-      command: [sh, -c, "date > /data/kept; exec sleep 86400"]
-      volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes: [{{name: data, persistentVolumeClaim: {{claimName: keeper}}}}]
-"""
+def _node(cluster: Cluster, name: str) -> Any:
+    """A new connection to a lab node as root (not testinfra's cached one: the node may have
+    restarted since)."""
+    [row] = [r for r in cluster.lab.status() if r["node"] == name]
+    backend = testinfra.backend.get_backend(f"paramiko://root@{row['address']}?ssh_identity_file={cluster.lab.key}")
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
+
+
+def _in_node(cluster: Cluster, name: str, *argv: str) -> None:
+    """Run a command in a lab node without SSH (its sshd may be what is stopped): in the
+    namespaces of the node's init, the first child of its systemd-nspawn."""
+    [row] = [r for r in cluster.lab.status() if r["node"] == name]
+    nspawn = int(row["pid"])
+    init = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()[0]
+    subprocess.run(["nsenter", "--target", init, "--mount", "--pid", "--", *argv], check=True, timeout=60)
+
+
+def test_ssh_problems_are_refused_in_preflight_naming_the_host(
+    cluster_d: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each SSH problem stops `cluster preflight` (exit 1) with a line that names the node and
+    says what to do, before anything runs on a node: a user without passwordless sudo, a user
+    the node does not let in, the cluster's key open to others, encrypted with no agent, or
+    missing, and sshd stopped on a node. (Node addresses are IP addresses: no name to resolve.)"""
+    spec = cluster_d.spec()
+    address = {n["name"]: n["address"] for n in spec["nodes"]}
+    w1 = _node(cluster_d, "w1")
+    # pf logs in with the cluster's key, and may not sudo
+    w1.check_output(
+        "id pf >/dev/null 2>&1 || useradd -m -s /bin/sh pf; install -d -o pf -m 700 /home/pf/.ssh; "
+        "install -o pf -m 600 /root/.ssh/authorized_keys /home/pf/.ssh/authorized_keys; rm -f /etc/sudoers.d/pf"
+    )
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+    def preflight(edit: Callable[[dict[str, Any]], object], *command: str) -> subprocess.CompletedProcess[str]:
+        data = copy.deepcopy(spec)
+        edit(data)
+        changed = tmp_path / "cluster.yaml"
+        changed.write_text(yaml.safe_dump(data))
+        args = ("cluster", *(command or ("preflight",)), "-f", str(changed), "--state-dir", str(cluster_d.state_dir))
+        return provisioner(*args, check=False)
+
+    def w1_as(user: str) -> Callable[[dict[str, Any]], object]:
+        return lambda data: next(n for n in data["nodes"] if n["name"] == "w1").update(ssh_user=user)
+
+    def key(path: Path) -> Callable[[dict[str, Any]], object]:
+        return lambda data: data["ssh"].update(private_key=str(path))
+
+    def refused(proc: subprocess.CompletedProcess[str], start: str) -> None:
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        assert f"error: {start}" in proc.stderr, proc.stderr
+
+    refused(preflight(w1_as("pf")), f"w1 ({address['w1']}): sudo: pf (uid ")
+    refused(preflight(w1_as("nobody-here")), f"w1 ({address['w1']}): ssh key: nobody-here@{address['w1']} refused")
+    # with passwordless sudo pf gets in, and the facts (root's files) are read through sudo
+    w1.check_output("echo 'pf ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/pf && chmod 440 /etc/sudoers.d/pf")
+    through_sudo = preflight(w1_as("pf"), "create", "--dry-run")
+    assert through_sudo.returncode == 0, through_sudo.stdout + through_sudo.stderr
+    w1.check_output("rm -f /etc/sudoers.d/pf && userdel -r pf")
+
+    lab_key = Path(spec["ssh"]["private_key"])
+    loose, locked = tmp_path / "loose_ed25519", tmp_path / "locked_ed25519"
+    for copied in (loose, locked):
+        shutil.copy(lab_key, copied)
+        copied.chmod(0o600)
+    loose.chmod(0o644)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "sesame", "-f", str(locked)], check=True)
+    for path, why in (
+        (loose, "is mode 0644, open to other users"),
+        (locked, "is encrypted (it has a passphrase) and no ssh-agent runs"),
+        (tmp_path / "missing", "does not exist"),
+    ):
+        proc = preflight(key(path))
+        for node in ("cp1", "w1"):
+            refused(proc, f"{node} ({address[node]}): ssh key: ssh.private_key: {path} {why}")
+
+    # sshd stopped: the port refuses connections
+    w1.check_output("systemctl stop ssh.service")
+    try:
+        refused(
+            preflight(lambda data: None),
+            f"w1 ({address['w1']}): reachable: cannot connect to {address['w1']}:22: connection refused; "
+            "is sshd running on w1",
+        )
+    finally:
+        _in_node(cluster_d, "w1", "systemctl", "start", "ssh.service")
+    back = cluster_d.wait("w1's sshd back", lambda: preflight(lambda data: None).returncode == 0, timeout=60)
+    assert back
 
 
 def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> None:
-    """A reset of a cluster running a Deployment on every node, and a pod with a volume of
-    the local-path add-on, leaves no process, network namespace, interface, packet filter
-    rule, mount or add-on file (the volume's directory) of it on any node."""
+    """A reset of a cluster running a Deployment on every node leaves no process, network
+    namespace, interface, packet filter rule or mount of it on any node."""
     ca_before = (cluster_d.lab.cluster.pki / "ca.crt").read_bytes()
     nodes = [n["metadata"]["name"] for n in cluster_d.kubectl_json("get", "nodes")["items"]]
     cluster_d.apply(WORKLOAD.format(replicas=len(nodes), image=busybox_image()))
@@ -166,13 +244,6 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
         return running == set(nodes)
 
     cluster_d.wait("a reset-me pod Running on every node", one_pod_per_node, timeout=240)
-    # the add-ons (issue 11): a claim that local-path has made a directory for, on its pod's node
-    cluster_d.apply(KEEPER.format(image=busybox_image()))
-    cluster_d.kubectl("wait", "--for=condition=Ready", "pod/keeper", "--timeout=180s", timeout=200)
-    keeper_node = cluster_d.kubectl_json("get", "pod", "keeper")["spec"]["nodeName"]
-    [keeper_address] = [r["address"] for r in cluster_d.lab.status() if r["node"] == keeper_node]
-    keeper_host = testinfra.get_host(f"paramiko://root@{keeper_address}?ssh_identity_file={cluster_d.lab.key}")
-    assert keeper_host.file(LOCAL_PATH_DIR).listdir(), "local-path made no directory for the claim"
     proc = provisioner("cluster", "reset", *_args(cluster_d), check=False)
     assert proc.returncode == 2 and "--yes" in proc.stderr  # no confirmation, no change
     provisioner("cluster", "reset", *_args(cluster_d), "--yes")
@@ -191,7 +262,6 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
             "/opt/provisioner",
             "/usr/local/bin/kubelet",
             "/etc/systemd/system/kubelet.service",
-            LOCAL_PATH_DIR,
         ):
             assert not host.file(path).exists, f"{row['node']}: {path} left behind"
         assert host.check_output("ip route show proto bird") == "", f"{row['node']}: BIRD routes left behind"
@@ -199,9 +269,50 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
         nft = host.run("command -v nft || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables")
         assert nft.rc == 0, nft.stderr
         assert leftovers(host) == [], f"{row['node']}: left behind"
-        addon_processes = {"metrics-server", "local-path-prov"} & set(host.check_output("ps -eo comm=").split())
-        assert not addon_processes, f"{row['node']}: {addon_processes} still running"
     assert (cluster_d.lab.cluster.pki / "ca.crt").read_bytes() == ca_before, "the CA was regenerated"
+
+
+def test_a_node_dying_mid_create_fails_naming_it_and_a_rerun_converges(cluster_d: Cluster) -> None:
+    """cp1 (the etcd member and API server) is stopped while `create` builds the cluster again
+    on the reset nodes, once its etcd runs: the run fails naming cp1 and the task. With cp1
+    back, a re-run converges: the same single etcd member (its data kept), the same CA."""
+    ca_before = (cluster_d.lab.cluster.pki / "ca.crt").read_bytes()
+    cp1 = _node(cluster_d, "cp1")
+    etcdctl = (
+        "ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
+        "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
+        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"
+    )
+    creating = subprocess.Popen(
+        [*PROVISIONER, "cluster", "create", *_args(cluster_d), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        cluster_d.wait(
+            "etcd answering on cp1 during create",
+            lambda: creating.poll() is None and cp1.run(f"{etcdctl} put /provisioner-e2e/kept yes").rc == 0,
+            timeout=600,
+            interval=1,
+        )
+        [member_before] = json.loads(cp1.check_output(f"{etcdctl} member list -w json"))["members"]
+        cluster_d.lab.stop_node("cp1")
+        _, err = creating.communicate(timeout=900)
+    finally:
+        if creating.poll() is None:
+            creating.kill()
+    assert creating.returncode == 1 and "Traceback" not in err, err
+    assert re.search(r"^error: cp1: task '[^']+' (unreachable|failed): \S", err, re.MULTILINE), err
+
+    cluster_d.lab.start_node("cp1")
     create(cluster_d.lab, cluster_d.state_dir)
+    cp1 = _node(cluster_d, "cp1")
+    members = json.loads(cp1.check_output(f"{etcdctl} member list -w json"))["members"]
+    assert [m["ID"] for m in members] == [member_before["ID"]], members
+    assert cp1.check_output(f"{etcdctl} get --print-value-only /provisioner-e2e/kept") == "yes"
+    assert (cluster_d.lab.cluster.pki / "ca.crt").read_bytes() == ca_before, "a new CA was made"
+    assert cp1.file("/etc/kubernetes/pki/ca.crt").content == ca_before
     proc = provisioner("cluster", "validate", *_args(cluster_d), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,15 +4,19 @@ available the whole time."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
 import yaml
 
 from provisioner.versions import SUPPORTED_KUBERNETES
-from tests.e2e.conftest import Cluster, changed_tasks, create, make_cluster, provisioner
+from tests.e2e.conftest import PROVISIONER, Cluster, changed_tasks, create, make_cluster, provisioner
 from tests.e2e.workloads import busybox_image
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +76,104 @@ def cluster_u(tmp_path_factory: pytest.TempPathFactory):
         yield Cluster(lab, lab.cluster_file, state, create(lab, state))
 
 
+def _versions(cluster: Cluster) -> dict[str, str]:
+    return {
+        n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
+        for n in cluster.kubectl_json("get", "nodes")["items"]
+    }
+
+
+def _cordoned(cluster: Cluster) -> list[str]:
+    return [
+        n["metadata"]["name"] for n in cluster.kubectl_json("get", "nodes")["items"] if n["spec"].get("unschedulable")
+    ]
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (ansible-runner starts ansible-playbook in a session
+    of its own, so a process group would not hold them all)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return sorted(tree)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _upgrade_killed_in_the_workers_play(args: list[str], logs: Path) -> str:
+    """Run the upgrade as a user does and SIGKILL the whole controller (provisioner and the
+    ansible-playbook and ssh processes under it, at once) once the workers' play has started
+    on its first node; returns the killed run's log."""
+    before = set(logs.glob("*-upgrade.log"))
+    proc = subprocess.Popen(
+        [*PROVISIONER, "cluster", "upgrade", *args, "--to", NEW, "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + 900
+        text = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            new = sorted(set(logs.glob("*-upgrade.log")) - before)
+            text = new[-1].read_text() if new else ""
+            workers = text.partition("PLAY [Upgrade the workers]")[2]
+            if "TASK [upgrade : Upgrade | cordon and drain the node]" in workers:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, (
+            f"the upgrade ended (rc {proc.returncode}) before the workers' drain:\n{text[-3000:]}"
+        )
+    finally:
+        # freeze the tree (no process forks another meanwhile), then kill it all at once
+        frozen: list[int] = []
+        while (tree := _tree(proc.pid)) != frozen:
+            for pid in tree:
+                _signal(pid, signal.SIGSTOP)
+            frozen = tree
+        for pid in frozen:
+            _signal(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return text
+
+
+def test_a_full_disk_at_the_snapshot_stops_the_upgrade_before_it_starts(cluster_u: Cluster) -> None:
+    """etcd's snapshot before an upgrade does not fit on the member: the command stops with
+    the reason, and no node was touched."""
+    args = ["-f", str(cluster_u.file), "--state-dir", str(cluster_u.state_dir)]
+    row = cluster_u.lab.status()[0]
+    cp1 = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_u.lab.key}")
+    cp1.check_output("mkdir -p /var/lib/etcd-backups && mount -t tmpfs -o size=1m tmpfs /var/lib/etcd-backups")
+    try:
+        proc = provisioner("cluster", "upgrade", *args, "--to", NEW, "-q", check=False, timeout=600)
+    finally:
+        cp1.check_output("umount /var/lib/etcd-backups")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("error: cp1: task 'Etcd backup | check that the snapshot fits' failed: "), proc.stderr
+    assert "/var/lib/etcd-backups on cp1 has 1.0 MiB free, and a snapshot of etcd's" in first, first
+    assert "Traceback" not in proc.stderr
+    assert set(_versions(cluster_u).values()) == {OLD} and _cordoned(cluster_u) == []
+    assert not list((cluster_u.state_dir / "e2eu" / "backups").glob("*before-upgrade.db"))
+    assert yaml.safe_load(cluster_u.file.read_text())["kubernetes"]["version"] == OLD
+
+
 def test_upgrade_keeps_the_workload_available(cluster_u: Cluster) -> None:
     args = ["-f", str(cluster_u.file), "--state-dir", str(cluster_u.state_dir)]
     cluster_u.apply(APP.format(image=busybox_image()))
@@ -101,20 +203,25 @@ def test_upgrade_keeps_the_workload_available(cluster_u: Cluster) -> None:
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        provisioner("cluster", "upgrade", *args, "--to", NEW, timeout=1500)
+        # the controller dies while the workers are upgraded; the same command continues
+        _upgrade_killed_in_the_workers_play(args, cluster_u.state_dir / "e2eu" / "logs")
+        halfway = _versions(cluster_u)
+        assert halfway["cp1"] == NEW and OLD in halfway.values(), halfway
+        rerun = json.loads(
+            provisioner("cluster", "upgrade", *args, "--to", NEW, "--output", "json", timeout=1500).stdout
+        )
     finally:
         stop.set()
         poller.join(timeout=10)
     assert len(results) > 20, results
     assert results.count(False) <= 2, f"{results.count(False)} of {len(results)} polls failed"
+    upgraded = [r for r in rerun["results"] if r["playbook"] == "upgrade.yml"]
+    assert upgraded and upgraded[0]["stats"]["cp1"]["changed"] == 0, "the re-run upgraded cp1 again"
 
-    versions = {
-        n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"]
-        for n in cluster_u.kubectl_json("get", "nodes")["items"]
-    }
+    versions = _versions(cluster_u)
     assert set(versions.values()) == {NEW}, versions
     assert NEW in cluster_u.kubectl("version", "-o", "yaml")
-    assert not any(n["spec"].get("unschedulable") for n in cluster_u.kubectl_json("get", "nodes")["items"])
+    assert _cordoned(cluster_u) == []
     assert cluster_u.kubectl_json("get", "configmap", "keep-me")["data"] == {"answer": "42"}
     assert list((cluster_u.state_dir / "e2eu" / "backups").glob("*before-upgrade.db"))
 
