@@ -274,6 +274,10 @@ def requests(spec: ClusterSpec, service_ip: str) -> list[CertRequest]:
     reqs.append(CertRequest("scheduler", "system:kube-scheduler", "ca", client=True))
     reqs.append(CertRequest("admin", "kubernetes-admin", "ca", org="system:masters", client=True))
     reqs.append(CertRequest("kube-proxy", "system:kube-proxy", "ca", client=True))
+    if spec.addons.metrics_server.enabled:  # its serving certificate, which the APIService verifies
+        svc = "metrics-server.kube-system.svc"
+        sans = ("metrics-server", "metrics-server.kube-system", svc, f"{svc}.{domain}")
+        reqs.append(CertRequest("metrics-server", svc, "ca", server=True, sans=sans))
     if spec.network.policy:  # kube-router's policy controller, one client certificate for every node
         reqs.append(CertRequest("kube-router", KUBE_ROUTER_USER, "ca", client=True))
     for n in spec.nodes:

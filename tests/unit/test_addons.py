@@ -4,7 +4,9 @@ removal names, the API server flags the aggregation layer needs, and `cluster pl
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,12 @@ import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
-from provisioner import defaults, plan, spec
+from provisioner import defaults, pki, plan, spec
 from provisioner.cli import app
 from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER
 
@@ -28,6 +33,21 @@ DOWNLOADS = {
         {"name": "image-busybox", "image": BUSYBOX},
     ]
 }
+
+
+CLUSTER_DIR: list[Path] = []  # the cluster directory with a real PKI (the fixture below)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cluster_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cluster directory whose pki/ is made by provisioner.pki, as `cluster create` makes it:
+    the addons role reads metrics-server's certificate and the CA from there."""
+    root = tmp_path_factory.mktemp("state") / "ha"
+    c = cluster()
+    pki.ensure(c, root / "pki", defaults.service_ip(c), c.api_lb.port)
+    CLUSTER_DIR.append(root)
+    yield root
+    CLUSTER_DIR.clear()
 
 
 def cluster(**addons: Any) -> spec.ClusterSpec:
@@ -50,7 +70,7 @@ def variables(c: spec.ClusterSpec, role: str = "addons", **extra: Any) -> tuple[
     loader = DataLoader()
     cp = c.control_planes[0]
     values: dict[str, Any] = {
-        **defaults.group_vars(c, Path("/state") / c.name),
+        **defaults.group_vars(c, CLUSTER_DIR[0] if CLUSTER_DIR else Path("/state") / c.name),
         "download_artifacts": DOWNLOADS,
         "removing": [],
         "inventory_hostname": cp.name,
@@ -95,10 +115,10 @@ def test_metrics_server_verifies_the_kubelets_with_the_cluster_ca() -> None:
     assert container["imagePullPolicy"] == "Never", "from the mirror, imported on every node"
     sc = container["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
-    # the TLS settings of the hardening section; its serving certificate is RSA
+    # the TLS settings of the hardening section
     assert "--tls-min-version=VersionTLS12" in args
     [suites] = [a.split("=", 1)[1].split(",") for a in args if a.startswith("--tls-cipher-suites=")]
-    assert suites and all("_RSA_" in s for s in suites), suites
+    assert suites == list(cluster().hardening.tls.cipher_suites)
 
 
 def test_metrics_server_ca_is_the_one_that_signs_kubelet_serving_certificates() -> None:
@@ -130,6 +150,42 @@ def test_metrics_api_is_aggregated_with_the_front_proxy_identity() -> None:
     assert {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]} in rules
     service = objs["Service/metrics-server"]["spec"]
     assert service["selector"] == {"k8s-app": "metrics-server"} and service["ports"][0]["targetPort"] == "https"
+
+
+def test_the_apiservice_verifies_metrics_server_with_the_cluster_ca(cluster_dir: Path) -> None:
+    """No insecureSkipTLSVerify: metrics-server serves with a certificate for its Service name
+    issued by the cluster CA (pki.py), and the APIService's caBundle is that CA."""
+    objs = objects(cluster(), "metrics-server.yaml.j2")
+    api = objs["APIService/v1beta1.metrics.k8s.io"]["spec"]
+    assert "insecureSkipTLSVerify" not in api
+    ca_pem = (cluster_dir / "pki" / "ca.crt").read_bytes()
+    assert base64.b64decode(api["caBundle"]).strip() == ca_pem.strip()
+
+    secret = objs["Secret/metrics-server-tls"]
+    assert secret["metadata"]["namespace"] == "kube-system" and secret["type"] == "kubernetes.io/tls"
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "metrics-server.kube-system.svc" in names, names
+    key = serialization.load_pem_private_key(base64.b64decode(secret["data"]["tls.key"]), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+
+    [container] = objs["Deployment/metrics-server"]["spec"]["template"]["spec"]["containers"]
+    assert "--tls-cert-file=/etc/metrics-server/tls/tls.crt" in container["args"]
+    assert "--tls-private-key-file=/etc/metrics-server/tls/tls.key" in container["args"]
+    pod = objs["Deployment/metrics-server"]["spec"]["template"]["spec"]
+    [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert tls["secret"] == {"secretName": "metrics-server-tls", "defaultMode": 0o440}
+    assert pod["securityContext"]["fsGroup"] == container["securityContext"]["runAsUser"] == 65534
+
+
+def test_the_serving_certificate_exists_only_with_metrics_server() -> None:
+    c = cluster()
+    assert "metrics-server" in [r.path for r in pki.requests(c, defaults.service_ip(c))]
+    off = cluster(metrics_server={"enabled": False})
+    assert "metrics-server" not in [r.path for r in pki.requests(off, defaults.service_ip(off))]
 
 
 def test_the_api_server_has_the_aggregation_layer_flags() -> None:
