@@ -247,16 +247,23 @@ class Playbook:
 
 
 class AdminKubeconfig:
+    """Written once; afterwards only where it points follows the cluster file (an API VIP
+    added or removed), its credentials stay."""
+
     title = "admin kubeconfig"
 
     def should_run(self, ctx: Context) -> bool:
-        return not ctx.cdir.kubeconfig.exists()
+        return True
 
     def dry_run(self, ctx: Context) -> str:
+        if ctx.cdir.kubeconfig.exists():
+            return f"point {ctx.cdir.kubeconfig} at {pki.api_endpoint(ctx.spec)} (credentials kept)"
         return f"write {ctx.cdir.kubeconfig} (0600)"
 
     def run(self, ctx: Context) -> None:
-        pki.admin_kubeconfig(ctx.spec, ctx.cdir.pki, ctx.cdir.kubeconfig)
+        existed = ctx.cdir.kubeconfig.exists()
+        if pki.admin_kubeconfig(ctx.spec, ctx.cdir.pki, ctx.cdir.kubeconfig) and existed:
+            ctx.say(f"admin kubeconfig: {ctx.cdir.kubeconfig} now points at {pki.api_endpoint(ctx.spec)}")
 
 
 class EtcdBackup:

@@ -311,6 +311,14 @@ def cluster_create(
         changed = sum(r.changed for r in ctx.results)
         out.print(f"cluster {spec.name} is up ({changed} changed tasks). Use it with:")
         out.print(f"  kubectl --kubeconfig {ctx.cdir.kubeconfig} get nodes")
+        if spec.api_vip is None and len(spec.control_planes) > 1:
+            cp = spec.control_planes[0]
+            out.print(
+                f"note: clients are pinned to one control plane, {cp.name} ({cp.address}); "
+                f"set api_vip in {file} for an API address that survives losing it",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 @cluster_app.command("validate")

@@ -263,6 +263,8 @@ def requests(spec: ClusterSpec, service_ip: str) -> list[CertRequest]:
     ]
     for n in spec.control_planes:
         cp_sans += [n.name, n.address]
+    if spec.api_vip is not None:  # clients reach the API servers through the VIP
+        cp_sans.append(spec.api_vip.address)
     reqs.append(CertRequest("apiserver", "kube-apiserver", "ca", server=True, sans=tuple(cp_sans)))
     reqs.append(
         CertRequest(
@@ -328,28 +330,46 @@ def ensure(spec: ClusterSpec, root: Path, service_ip: str, lb_port: int, renew: 
     return made
 
 
-def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path, renew: bool = False) -> bool:
-    """The admin kubeconfig for the controller: one context per control plane, the first current.
+def api_endpoint(spec: ClusterSpec) -> str:
+    """Where clients reach the API: the VIP when the cluster file sets one, else the first
+    control plane (clients are then pinned to it)."""
+    host = spec.api_vip.address if spec.api_vip is not None else spec.control_planes[0].address
+    return f"https://{host}:{API_PORT}"
 
-    Written once (0600); an existing file is left alone unless ``renew`` (certs renew).
+
+def _vip_entries(spec: ClusterSpec, ca_data: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The admin kubeconfig's cluster and context for the API VIP, both named after the cluster."""
+    cluster = {"name": spec.name, "cluster": {"server": api_endpoint(spec), "certificate-authority-data": ca_data}}
+    return cluster, {"name": spec.name, "context": {"cluster": spec.name, "user": "admin"}}
+
+
+def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path, renew: bool = False) -> bool:
+    """The admin kubeconfig for the controller: one context per control plane and, when the
+    cluster file sets ``api_vip``, one for the VIP (named after the cluster), which is current;
+    without a VIP the first control plane's is current.
+
+    Written once (0600); an existing file keeps its credentials unless ``renew`` (certs renew),
+    and only where it points is brought in line with the cluster file (``point_admin_kubeconfig``).
     """
     if target.exists() and not renew:
-        return False
+        return point_admin_kubeconfig(spec, target)
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+    ca_data = b64(pki_root / "ca.crt")
     clusters, contexts = [], []
     for n in spec.control_planes:
         clusters.append(
             {
                 "name": f"{spec.name}-{n.name}",
-                "cluster": {
-                    "server": f"https://{n.address}:{API_PORT}",
-                    "certificate-authority-data": b64(pki_root / "ca.crt"),
-                },
+                "cluster": {"server": f"https://{n.address}:{API_PORT}", "certificate-authority-data": ca_data},
             }
         )
         contexts.append(
             {"name": f"{spec.name}-{n.name}", "context": {"cluster": f"{spec.name}-{n.name}", "user": "admin"}}
         )
+    if spec.api_vip is not None:
+        vip_cluster, vip_context = _vip_entries(spec, ca_data)
+        clusters.insert(0, vip_cluster)
+        contexts.insert(0, vip_context)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -367,6 +387,45 @@ def admin_kubeconfig(spec: ClusterSpec, pki_root: Path, target: Path, renew: boo
         ],
     }
     _write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
+    return True
+
+
+def point_admin_kubeconfig(spec: ClusterSpec, target: Path) -> bool:
+    """Point an existing admin kubeconfig where the cluster file says clients reach the API,
+    changing nothing else (users and client certificates stay; nothing is re-issued): with
+    ``api_vip``, a cluster and a context named after the cluster for ``https://VIP:6443``, made
+    current when they are new (when they exist, only their server is rewritten, and a context
+    the user chose stays current); without, those are dropped again and, if the VIP's was
+    current, the first control plane's context is. Returns whether the file changed."""
+    config = yaml.safe_load(target.read_text()) or {}
+    before = yaml.safe_dump(config, sort_keys=False)
+    clusters: list[dict[str, Any]] = config.setdefault("clusters", []) or []
+    contexts: list[dict[str, Any]] = config.setdefault("contexts", []) or []
+    config["clusters"], config["contexts"] = clusters, contexts
+    mine = [c for c in clusters if c.get("name") == spec.name]
+    if spec.api_vip is not None:
+        user = next((c["context"].get("user") for c in contexts if c.get("context")), "admin")
+        ca_data = next((c["cluster"].get("certificate-authority-data") for c in clusters if c.get("cluster")), "")
+        vip_cluster, vip_context = _vip_entries(spec, ca_data)
+        vip_context["context"]["user"] = user
+        if mine:  # rewritten in place: the server only
+            mine[0].setdefault("cluster", {})["server"] = api_endpoint(spec)
+        else:  # the VIP is new: clients use it from now on
+            clusters.insert(0, vip_cluster)
+            config["current-context"] = spec.name
+        if not any(c.get("name") == spec.name for c in contexts):
+            contexts.insert(0, vip_context)
+    else:
+        config["clusters"] = [c for c in clusters if c.get("name") != spec.name]
+        config["contexts"] = [c for c in contexts if c.get("name") != spec.name]
+        if config.get("current-context") == spec.name:
+            first = f"{spec.name}-{spec.control_planes[0].name}"
+            names = [c.get("name") for c in config["contexts"]]
+            config["current-context"] = first if first in names else (names[0] if names else "")
+    after = yaml.safe_dump(config, sort_keys=False)
+    if after == before:
+        return False
+    _write_private(target, after.encode())
     return True
 
 

@@ -10,6 +10,7 @@ check and nothing is run there (``--accept-host-key NODE`` re-pins).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,17 @@ else echo sudo=no; fi
 echo "arch=$(uname -m)"
 ($ss -ltnpH 2>/dev/null || true) | awk '{n=split($4,a,":"); p=a[n]; m=$0;
   sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
+(ip -o -4 addr show 2>/dev/null || true) | awk '{print "addr=" $2 "=" $4}'
 """
+# On a control plane of a cluster with an API VIP: does anything answer on the VIP already?
+VIP_PROBE = "if ping -c1 -W1 {vip} >/dev/null 2>&1; then echo vip_answers=1; else echo vip_answers=0; fi\n"
+
+
+def probe_for(node: Node, spec: ClusterSpec) -> str:
+    """The probe script for one host (the VIP's address is an IPv4 address: spec.py checks it)."""
+    if spec.api_vip is not None and "control-plane" in node.roles:
+        return PROBE + VIP_PROBE.format(vip=spec.api_vip.address)
+    return PROBE
 
 
 @dataclass
@@ -104,13 +115,17 @@ def _ports_for(node: Node, spec: ClusterSpec) -> dict[int, tuple[str, ...]]:
 
 
 def _parse(output: str) -> tuple[dict[str, str], dict[int, str]]:
+    """The probe's ``key=value`` lines; ``listen=PORT/PROCESS`` lines go into the second
+    dict, ``addr=IFACE=CIDR`` lines into one fact, ``addrs``, as ``IFACE=CIDR`` joined by spaces."""
     facts: dict[str, str] = {}
     listening: dict[int, str] = {}
     for line in output.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
             continue
-        if key == "listen":
+        if key == "addr":
+            facts["addrs"] = " ".join(filter(None, [facts.get("addrs", ""), value.strip()]))
+        elif key == "listen":
             port, _, proc = value.partition("/")
             if port.isdigit():
                 listening.setdefault(int(port), proc)
@@ -163,6 +178,8 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     checks.append(
         Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them")
     )
+    if spec.api_vip is not None and "control-plane" in node.roles:
+        checks.append(vip_subnet_check(node, spec, facts.get("addrs", "")))
     return checks
 
 
@@ -191,6 +208,76 @@ def _unreachable(t: ssh.SshTarget, exc: OSError, timeout: float) -> str:
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"cannot connect to {where}: no answer in {timeout:.0f} s; is {t.name} up, and port {t.port} open?"
     return f"cannot connect to {where}: {exc.strerror or exc}"
+
+
+def interfaces(addrs: str) -> dict[str, list[ipaddress.IPv4Interface]]:
+    """The probe's ``addrs`` fact (``IFACE=CIDR`` words) as interface -> its IPv4 addresses."""
+    out: dict[str, list[ipaddress.IPv4Interface]] = {}
+    for word in addrs.split():
+        name, _, cidr = word.partition("=")
+        try:
+            out.setdefault(name, []).append(ipaddress.IPv4Interface(cidr))
+        except ValueError:
+            continue
+    return out
+
+
+def vip_subnet_check(node: Node, spec: ClusterSpec, addrs: str) -> Check:
+    """The API VIP lies in the subnet of the interface keepalived will put it on: api_vip.interface,
+    or the one that carries the node's address."""
+    assert spec.api_vip is not None
+    vip = ipaddress.IPv4Address(spec.api_vip.address)
+    ifaces = interfaces(addrs)
+    if not ifaces:
+        return Check("api_vip", False, "could not read this node's interfaces (`ip -o -4 addr`); install iproute2")
+    wanted = spec.api_vip.interface
+    if wanted is None:
+        wanted = next((n for n, a in ifaces.items() if any(str(i.ip) == node.address for i in a)), None)
+        if wanted is None:
+            return Check(
+                "api_vip",
+                False,
+                f"no interface carries {node.address}; set api_vip.interface to the interface on the "
+                "control planes' subnet",
+            )
+    elif wanted not in ifaces:
+        return Check(
+            "api_vip",
+            False,
+            f"api_vip.interface: {wanted} has no IPv4 address on this node (it has {', '.join(sorted(ifaces))})",
+        )
+    subnets = [i.network for i in ifaces[wanted] if i.network.prefixlen < 32]  # a held VIP is a /32
+    if any(vip in net for net in subnets):
+        net = next(net for net in subnets if vip in net)
+        return Check("api_vip", True, f"{vip} in {wanted}'s subnet {net}")
+    have = ", ".join(str(n) for n in subnets) or "none"
+    return Check(
+        "api_vip",
+        False,
+        f"api_vip.address: {vip} is not in the subnet of {wanted} ({have}) on this node; "
+        "pick a free address of the control planes' subnet",
+    )
+
+
+def vip_in_use(spec: ClusterSpec, reports: list[HostReport]) -> str | None:
+    """On a cluster whose control planes run no API server yet, nothing may answer on the VIP
+    (a ping from a control plane): another machine would hold it. Returns the problem, if any.
+    A running cluster's VIP answers from the control plane that holds it."""
+    if spec.api_vip is None:
+        return None
+    cps = {n.name for n in spec.control_planes}
+    mine = [r for r in reports if r.name in cps and r.facts]
+    if not mine or any(f"{PORTS['kube_apiserver_port']}" in r.facts.get("listening_ports", "").split() for r in mine):
+        return None
+    held = (str(i.ip) for r in mine for a in interfaces(r.facts.get("addrs", "")).values() for i in a)
+    if spec.api_vip.address in held:
+        return None  # held by a control plane (keepalived of an earlier run)
+    if any(r.facts.get("vip_answers") == "1" for r in mine):
+        return (
+            f"api_vip.address: {spec.api_vip.address} already answers ping, and no control plane holds it: "
+            "another machine uses it; pick a free address"
+        )
+    return None
 
 
 def check_host(
@@ -240,11 +327,12 @@ def check_host(
             return report
         _host_key_checked(report, client, policy)
         report.checks.append(Check("ssh key", True, f"{t.user} with {'ssh-agent' if agent else t.key_file.name}"))
-        _, stdout, _ = client.exec_command(PROBE, timeout=timeout * 2)
+        _, stdout, _ = client.exec_command(probe_for(node, spec), timeout=timeout * 2)
         output = stdout.read().decode(errors="replace")
     finally:
         client.close()
     facts, listening = _parse(output)
+    facts["listening_ports"] = " ".join(str(p) for p in sorted(listening))
     report.facts = facts
     report.checks.extend(judge(node, spec, facts, listening))
     return report
@@ -282,4 +370,8 @@ def run(
         # the same key opens every node: each is refused, named, and nothing is tried
         return [HostReport(n.name, n.address, [Check("ssh key", False, str(exc))]) for n in targets]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(targets)))) as pool:
-        return list(pool.map(lambda n: check_host(n, spec, cluster_dir, timeout, n.name in accept, key), targets))
+        reports = list(pool.map(lambda n: check_host(n, spec, cluster_dir, timeout, n.name in accept, key), targets))
+    if problem := vip_in_use(spec, reports):
+        first = next(r for r in reports if r.name in {n.name for n in spec.control_planes})
+        first.checks.append(Check("api_vip in use", False, problem))
+    return reports

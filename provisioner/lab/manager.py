@@ -88,6 +88,19 @@ def node_host_number(name: str) -> int:
     return 20 + int(name[1:])
 
 
+def pick_vip(subnet: str, used: set[str]) -> str:
+    """A free address of the lab's bridge for the API VIP: the subnet's .250 in a /24 (the sixth
+    address from the top), or the next free one below it. The host has .1, the nodes .11-.19
+    and .21 up, the nodes' default route points at the second address from the top."""
+    net = ipaddress.ip_network(subnet)
+    taken = used | {str(net[1]), str(net[-2])}
+    for offset in range(6, net.num_addresses - 1):
+        candidate = str(net[-offset])
+        if candidate not in taken:
+            return candidate
+    raise LabError(f"--subnet: {subnet} has no free address left for the API VIP")
+
+
 Say = Callable[[str], None]
 
 
@@ -275,6 +288,11 @@ class Lab:
             "ssh": {"user": "root", "private_key": str(self.key)},
             "nodes": [{"name": n.name, "address": n.ip, "roles": n.roles} for n in st.nodes],
         }
+        if sum("control-plane" in n.roles for n in st.nodes) > 1:
+            # An HA lab: clients reach the API through a VIP on the bridge that keepalived moves to
+            # a healthy control plane (the admin kubeconfig points at it).
+            vip = {"address": pick_vip(st.subnet, {n.ip for n in st.nodes})}
+            spec = {**{k: v for k, v in spec.items() if k != "nodes"}, "api_vip": vip, "nodes": spec["nodes"]}
         header = f"# Cluster file for the local lab `{self.name}`, written by `provisioner lab up`.\n"
         self.cluster_file.write_text(header + yaml.safe_dump(spec, sort_keys=False))
 

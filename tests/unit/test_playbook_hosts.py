@@ -53,6 +53,12 @@ def test_scale_picks_new_members_new_control_planes_and_the_rest(ha_inventory: P
     assert p["Control plane on the new control planes"] == ["cp2", "cp3"]
     assert p["Existing control planes learn the new members, one at a time"] == ["cp1"]
     assert p["Existing nodes learn their new BGP peers (and new API servers)"] == ["cp1", "w1"]
+    # the existing control plane knows its new VRRP peers as the new ones start keepalived
+    assert p["API virtual IP on every control plane (new VRRP peers first known, then the new members start)"] == [
+        "cp1",
+        "cp2",
+        "cp3",
+    ]
 
 
 def test_scale_of_one_worker(ha_inventory: Path) -> None:
@@ -68,3 +74,4 @@ def test_remove_node_runs_on_the_nodes_that_stay(ha_inventory: Path) -> None:
     assert p["Clean the removed nodes"] == ["cp3", "w1"]
     assert p["The other nodes drop their BGP peers (and the removed API servers)"] == ["cp1", "cp2", "w2"]
     assert p["The remaining control planes drop the removed etcd members, one at a time"] == ["cp1", "cp2"]
+    assert p["The remaining control planes drop the removed ones from their VRRP peers (API VIP)"] == ["cp1", "cp2"]
