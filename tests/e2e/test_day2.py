@@ -231,9 +231,32 @@ def test_ssh_problems_are_refused_in_preflight_naming_the_host(
     assert back
 
 
+LOCAL_PATH_DIR = "/opt/local-path-provisioner"  # addons.local_path.path's default
+KEEPER = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: keeper, namespace: default}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: keeper, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      imagePullPolicy: Never
+      command: [sh, -c, "date > /data/kept; exec sleep 86400"]
+      volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: keeper}}}}]
+"""
+
+
 def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> None:
-    """A reset of a cluster running a Deployment on every node leaves no process, network
-    namespace, interface, packet filter rule or mount of it on any node."""
+    """A reset of a cluster running a Deployment on every node, and a pod with a volume of
+    the local-path add-on, leaves no process, network namespace, interface, packet filter
+    rule, mount or add-on file (the volume's directory) of it on any node."""
     ca_before = (cluster_d.lab.cluster.pki / "ca.crt").read_bytes()
     nodes = [n["metadata"]["name"] for n in cluster_d.kubectl_json("get", "nodes")["items"]]
     cluster_d.apply(WORKLOAD.format(replicas=len(nodes), image=busybox_image()))
@@ -244,6 +267,13 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
         return running == set(nodes)
 
     cluster_d.wait("a reset-me pod Running on every node", one_pod_per_node, timeout=240)
+    # the add-ons (issue 11): a claim that local-path has made a directory for, on its pod's node
+    cluster_d.apply(KEEPER.format(image=busybox_image()))
+    cluster_d.kubectl("wait", "--for=condition=Ready", "pod/keeper", "--timeout=180s", timeout=200)
+    keeper_node = cluster_d.kubectl_json("get", "pod", "keeper")["spec"]["nodeName"]
+    [keeper_address] = [r["address"] for r in cluster_d.lab.status() if r["node"] == keeper_node]
+    keeper_host = testinfra.get_host(f"paramiko://root@{keeper_address}?ssh_identity_file={cluster_d.lab.key}")
+    assert keeper_host.file(LOCAL_PATH_DIR).listdir(), "local-path made no directory for the claim"
     proc = provisioner("cluster", "reset", *_args(cluster_d), check=False)
     assert proc.returncode == 2 and "--yes" in proc.stderr  # no confirmation, no change
     provisioner("cluster", "reset", *_args(cluster_d), "--yes")
@@ -262,6 +292,7 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
             "/opt/provisioner",
             "/usr/local/bin/kubelet",
             "/etc/systemd/system/kubelet.service",
+            LOCAL_PATH_DIR,
         ):
             assert not host.file(path).exists, f"{row['node']}: {path} left behind"
         assert host.check_output("ip route show proto bird") == "", f"{row['node']}: BIRD routes left behind"
@@ -269,6 +300,8 @@ def test_reset_cleans_the_nodes_and_create_works_again(cluster_d: Cluster) -> No
         nft = host.run("command -v nft || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables")
         assert nft.rc == 0, nft.stderr
         assert leftovers(host) == [], f"{row['node']}: left behind"
+        addon_processes = {"metrics-server", "local-path-prov"} & set(host.check_output("ps -eo comm=").split())
+        assert not addon_processes, f"{row['node']}: {addon_processes} still running"
     assert (cluster_d.lab.cluster.pki / "ca.crt").read_bytes() == ca_before, "the CA was regenerated"
 
 
