@@ -46,6 +46,8 @@ def render(cluster_dir: Path, node_count: int, mitogen: bool | None = None) -> s
         f"roles_path = {ROLES}",
         f"forks = {forks_for(node_count)}",
         "interpreter_python = /usr/bin/python3",
+        # SSH connect timeout (Ansible's default 10 s): busy nodes answer late, not never
+        "timeout = 30",
         # facts are gathered once and reused by later runs of any playbook (min + virtual only)
         "gathering = smart",
         "fact_caching = jsonfile",
