@@ -68,6 +68,9 @@ class LabState:
         )
 
 
+START_SSH_TIMEOUT = 240.0  # seconds `lab start` waits for a restarted node's sshd
+
+
 def node_layout(count: int, control_planes: int) -> list[tuple[str, list[str]]]:
     """Names and roles: cp1..cpM (etcd on an odd number of them), then w1..."""
     if control_planes < 1 or control_planes > count:
@@ -316,7 +319,9 @@ class Lab:
         spec = self._node_spec(st, node, self._proxy_url(st), "")
         if nspawn.pid_of(spec, self.dir) is None:
             nspawn.boot(spec, self.dir)
-        nspawn.wait_ssh(spec.ip)
+        # a node that ran a cluster boots its services too (etcd, the API server, the kubelet,
+        # keepalived...): on a busy 2-core host its sshd answered after more than 60 s
+        nspawn.wait_ssh(spec.ip, timeout=START_SSH_TIMEOUT)
 
     def status(self) -> list[dict[str, str]]:
         st = self.state()
