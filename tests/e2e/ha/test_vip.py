@@ -63,15 +63,16 @@ class Poller:
 
     def _one(self, t0: float) -> None:
         start = time.monotonic() - t0
-        proc = subprocess.run(
-            [str(kubectl_binary()), "--kubeconfig", self.kubeconfig, "get", "--raw", "/api/v1/namespaces/default"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
+        argv = [self.kubectl, "--kubeconfig", self.kubeconfig, "--request-timeout=5s"]
+        try:
+            proc = subprocess.run(
+                [*argv, "get", "--raw", "/api/v1/namespaces/default"], capture_output=True, text=True, timeout=30
+            )
+            ok, error = proc.returncode == 0, proc.stderr.strip()[-200:]
+        except subprocess.TimeoutExpired:
+            ok, error = False, "no answer in 30 s"
         with self._lock:
-            self.results.append((start, time.monotonic() - t0, proc.returncode == 0, proc.stderr.strip()[-200:]))
+            self.results.append((start, time.monotonic() - t0, ok, error))
 
     def _run(self) -> None:
         t0 = self.t0
@@ -87,6 +88,7 @@ class Poller:
             t.join(timeout=40)
 
     def __enter__(self) -> Poller:
+        self.kubectl = str(kubectl_binary())
         self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -97,14 +99,14 @@ class Poller:
         self._thread.join(timeout=60)
 
     def outage(self) -> tuple[float, int, list[str]]:
-        """From the first failed request to the first good one after the last failure (seconds,
-        by start time), how many failed, and their errors."""
+        """From the start of the first failed request to the answer of the first good one started
+        after the last failure (seconds), how many failed, and their errors."""
         rs = sorted(self.results)
         bad = [r for r in rs if not r[2]]
         if not bad:
             return 0.0, 0, []
-        after = [r[0] for r in rs if r[2] and r[0] > bad[-1][0]]
-        end = after[0] if after else rs[-1][1]
+        answers = [r[1] for r in rs if r[2] and r[0] > bad[-1][0]]
+        end = min(answers) if answers else rs[-1][1]
         return end - bad[0][0], len(bad), [f"{r[0]:.1f}s: {r[3]}" for r in bad]
 
 
@@ -132,7 +134,7 @@ def _hand_vip_to_cp1(cluster: Cluster, vip: str) -> None:
             return
         for name in held:
             _ssh(cluster, name).run("systemctl restart keepalived")
-        time.sleep(3)
+        time.sleep(5)  # the VRRP backups settle
     cluster.wait("cp1 to hold the VIP alone", lambda: _holder(cluster, vip) == ["cp1"], timeout=30)
 
 
@@ -151,6 +153,7 @@ def test_kubectl_through_the_vip_with_cp1_stopped(ha_cluster: Cluster) -> None:
     # cp1 takes the VIP first (the highest VRRP priority, its keepalived starts first); with no
     # preemption it may have moved since (another test stopped cp1): hand it back to cp1
     _hand_vip_to_cp1(cluster, vip)
+    cluster.wait("every node Ready", lambda: all(_ready(cluster, n) for n in ("cp1", "cp2", "cp3", "w1")))
     cluster.kubectl("delete", "deployment", "vip-scaled", "--ignore-not-found")
     cluster.apply(DEPLOYMENT.format(image=busybox_image()))
 
