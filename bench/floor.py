@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,32 +62,12 @@ def measure(lab: Lab) -> dict[str, float]:
     }
 
 
-def create(lab: Lab, state: Path) -> float:
-    t = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "provisioner.cli",
-            "cluster",
-            "create",
-            "-f",
-            str(lab.cluster_file),
-            "--state-dir",
-            str(state),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        sys.exit(f"create failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return time.monotonic() - t
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=list(TOPOLOGIES), default="3 nodes (1 cp + 2 w)")
     args = parser.parse_args()
+    from bench import create as create_bench  # bench/create.py imports this module
+
     nodes, cps = TOPOLOGIES[args.only]
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab("benchf", Path(tmp))
@@ -98,7 +76,7 @@ def main() -> None:
             nodes=nodes, control_planes=cps, subnet="192.168.249.0/24", mirror_dir=DEFAULT_MIRROR, say=lambda m: None
         )
         try:
-            created = create(lab, Path(tmp))
+            created, _ = create_bench.create(lab, Path(tmp))
             floor = measure(lab)
         finally:
             lab.down(say=lambda m: None)
