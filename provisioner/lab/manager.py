@@ -321,7 +321,10 @@ class Lab:
             nspawn.boot(spec, self.dir)
         # a node that ran a cluster boots its services too (etcd, the API server, the kubelet,
         # keepalived...): on a busy 2-core host its sshd answered after more than 60 s
-        nspawn.wait_ssh(spec.ip, timeout=START_SSH_TIMEOUT)
+        try:
+            nspawn.wait_ssh(spec.ip, timeout=START_SSH_TIMEOUT)
+        except LabError as e:
+            raise LabError(f"{name}: {e}\n{nspawn.boot_report(spec, self.dir)}") from None
 
     def status(self) -> list[dict[str, str]]:
         st = self.state()

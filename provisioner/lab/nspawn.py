@@ -266,6 +266,16 @@ def boot(node: NodeSpec, state_dir: Path) -> int:
     return proc.pid
 
 
+def boot_report(node: NodeSpec, state_dir: Path, lines: int = 40) -> str:
+    """Whether the node's nspawn still runs, and the end of its console log: what a failed
+    boot leaves to read."""
+    pid = pid_of(node, state_dir)
+    console = state_dir / f"{node.name}.console.log"
+    tail = console.read_text(errors="replace").splitlines()[-lines:] if console.exists() else []
+    state = f"systemd-nspawn runs (pid {pid})" if pid else "systemd-nspawn is not running"
+    return "\n".join([f"{state}; the last {len(tail)} lines of {console}:", *tail])
+
+
 def pid_of(node: NodeSpec, state_dir: Path) -> int | None:
     pidfile = state_dir / f"{node.name}.pid"
     if not pidfile.exists():
