@@ -172,6 +172,10 @@ def version_guard(ctx: Context) -> list[str]:
     return guards.version(ctx.spec, ctx.require_facts())
 
 
+def network_guard(ctx: Context) -> list[str]:
+    return guards.encapsulation(ctx.spec, ctx.require_facts())
+
+
 def membership_guard(ctx: Context) -> list[str]:
     return guards.reachable(ctx.require_facts()) + guards.membership(ctx.spec, ctx.require_facts())
 
@@ -378,7 +382,7 @@ def create_phases() -> list[Phase]:
     return [
         Preflight(),
         GatherFacts(),
-        Guard(pki_guard, version_guard, membership_guard),
+        Guard(pki_guard, version_guard, membership_guard, network_guard),
         Artifacts(),
         Inventory(),
         Certificates(),
@@ -391,7 +395,7 @@ def scale_phases() -> list[Phase]:
     return [
         Preflight(),
         GatherFacts(),
-        Guard(pki_guard, version_guard),
+        Guard(pki_guard, version_guard, network_guard),
         Artifacts(),
         Inventory(),
         Certificates(),

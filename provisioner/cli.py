@@ -756,7 +756,19 @@ def lab_up(
     nodes: Annotated[int, typer.Option("--nodes", help="How many nodes.")] = 3,
     control_planes: Annotated[int, typer.Option("--control-planes", help="How many of them are control planes.")] = 1,
     name: LabName = "lab",
-    subnet: Annotated[str | None, typer.Option("--subnet", help="Bridge subnet (default 192.168.250.0/24).")] = None,
+    subnet: Annotated[
+        list[str] | None,
+        typer.Option("--subnet", help="Bridge subnet (default 192.168.250.0/24); give it twice for a two-subnet lab."),
+    ] = None,
+    subnets: Annotated[
+        int,
+        typer.Option(
+            "--subnets",
+            help="1, or 2: the workers alternate between two bridges that the host routes between "
+            "(the second subnet: the next /24, or the second --subnet); the cluster file says encapsulation "
+            "vxlan, cross-subnet.",
+        ),
+    ] = 1,
     mirror_dir: Annotated[
         Path, typer.Option("--mirror-dir", help="Artifact mirror to serve to the nodes.")
     ] = DEFAULT_MIRROR,
@@ -764,8 +776,19 @@ def lab_up(
 ) -> None:
     """Bring up (or complete) a lab of machine-container nodes and write its cluster file."""
     lab = _lab(name, state_dir)
+    given = subnet or []
+    if len(given) > 2 or subnets not in (1, 2):
+        fail("--subnets: a lab has 1 or 2 subnets (and --subnet is given at most twice)", code=2)
+    first = given[0] if given else None
+    second = given[1] if len(given) == 2 else None
+    if subnets == 2 and second is None:
+        from provisioner.lab.manager import DEFAULT_SUBNET, next_subnet
+
+        st = lab.state()
+        base = first or (st.subnet if st else DEFAULT_SUBNET)
+        second = st.second_subnet if st and st.second_subnet else next_subnet(base)
     try:
-        timings = lab.up(nodes, control_planes, subnet, mirror_dir, say=lambda m: err.print(m))
+        timings = lab.up(nodes, control_planes, first, mirror_dir, say=lambda m: err.print(m), second_subnet=second)
     except LabError as exc:
         fail(str(exc))
     err.print(f"lab {name}: {len(lab.status())} nodes up in {timings['nodes_up_s']:.1f}s")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner import ssh
-from provisioner.spec import ClusterSpec
+from provisioner.spec import TUNNEL_OVERHEAD, ClusterSpec, pod_mtu
 from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
 
 BIN_DIR = "/usr/local/bin"
@@ -141,7 +141,7 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         "node_prefix": net.node_prefix,
         "kube_service_ip": service_ip(spec),
         "cluster_dns_ip": dns_ip(spec),
-        "network_encapsulation": net.encapsulation,
+        **encapsulation_vars(spec),
         "network_nat_outgoing": net.nat_outgoing,
         "bgp_asn": net.bgp_asn,
         "bgp_route_reflectors": list(net.route_reflectors),
@@ -158,6 +158,42 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         **api_vip_vars(spec),
         **network_policy_vars(spec),
         **fixed(),
+    }
+
+
+# The tunnel devices (Calico's are vxlan.calico and tunl0): named so that reset finds them
+TUNNEL_DEVICES = {"vxlan": "pod-vxlan", "ipip": "pod-ipip"}
+TUNNEL_UNIT = "/etc/systemd/system/pod-tunnel.service"
+TUNNEL_SCRIPT = "/etc/provisioner/pod-tunnel.sh"
+# The routes to remote pod blocks through the tunnel: a metric above BIRD's (32), so that with
+# cross-subnet a direct route BIRD learned (a peer on the same L2 subnet) wins over the tunnel.
+TUNNEL_ROUTE_METRIC = 1024
+BIRD_KERNEL_METRIC = 32
+
+
+def tunnel_mac(address: str) -> str:
+    """The MAC of a node's VXLAN device: locally administered (02:), then the node's IPv4
+    address, so every node knows every peer's without asking (its FDB and ARP entries)."""
+    return "02:70:" + ":".join(f"{int(b):02x}" for b in address.split("."))
+
+
+def encapsulation_vars(spec: ClusterSpec) -> dict[str, Any]:
+    """``network.encapsulation`` and its settings as the network role reads them."""
+    net = spec.network
+    return {
+        "network_encapsulation": net.encapsulation,
+        "network_encapsulation_mode": net.encapsulation_mode,
+        "network_mtu": net.mtu,
+        "network_pod_mtu": pod_mtu(net),
+        "network_tunnel_overhead": TUNNEL_OVERHEAD[net.encapsulation],
+        "network_tunnel_device": TUNNEL_DEVICES.get(net.encapsulation, ""),
+        "network_tunnel_devices": sorted(TUNNEL_DEVICES.values()),
+        "network_tunnel_unit": TUNNEL_UNIT,
+        "network_tunnel_script": TUNNEL_SCRIPT,
+        "network_tunnel_route_metric": TUNNEL_ROUTE_METRIC,
+        "network_bird_kernel_metric": BIRD_KERNEL_METRIC,
+        "vxlan_port": net.vxlan_port,
+        "vxlan_vni": net.vxlan_vni,
     }
 
 

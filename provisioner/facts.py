@@ -50,6 +50,28 @@ def _pod_block(conflist: bytes) -> str | None:
     return None
 
 
+def _pod_mtu(conflist: bytes) -> int | None:
+    """The MTU the CNI bridge gives pods (1500, the plugin's default, when the file sets none)."""
+    try:
+        data = json.loads(conflist)
+    except ValueError:
+        return None
+    for plugin in data.get("plugins", []):
+        if plugin.get("type") == "bridge":
+            return int(plugin.get("mtu") or 1500)
+    return None
+
+
+def _encapsulation(unit: bytes) -> str:
+    """The tunnel unit's first line says ``encapsulation=vxlan mode=...``; no unit: none."""
+    first = unit.decode(errors="replace").partition("\n")[0]
+    for word in first.split():
+        key, _, value = word.partition("=")
+        if key == "encapsulation" and value:
+            return value
+    return "none"
+
+
 def _b64(text: str) -> bytes:
     try:
         return base64.b64decode(text or "")
@@ -67,6 +89,9 @@ class NodeFacts:
     ca: str | None = None  # fingerprint of the cluster CA the node trusts
     etcd_ca: str | None = None
     pod_block: str | None = None
+    # the pod network as the node runs it (None: no CNI configuration, the node is not networked yet)
+    encapsulation: str | None = None
+    pod_mtu: int | None = None
 
     @property
     def installed(self) -> bool:
@@ -123,6 +148,8 @@ def node_facts(name: str, res: dict[str, Any] | None) -> NodeFacts:
         ca=ca_fingerprint(_b64(files.get("ca", ""))) if files.get("ca") else None,
         etcd_ca=ca_fingerprint(_b64(files.get("etcd_ca", ""))) if files.get("etcd_ca") else None,
         pod_block=_pod_block(_b64(files.get("cni", ""))) if files.get("cni") else None,
+        encapsulation=_encapsulation(_b64(files.get("tunnel", ""))) if files.get("cni") else None,
+        pod_mtu=_pod_mtu(_b64(files.get("cni", ""))) if files.get("cni") else None,
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from provisioner.errors import InputError
 from provisioner.facts import ClusterFacts, ca_fingerprint
-from provisioner.spec import ClusterSpec
+from provisioner.spec import ClusterSpec, pod_mtu
 
 
 class GuardError(InputError):
@@ -176,3 +176,29 @@ def removable(spec: ClusterSpec, facts: ClusterFacts, names: list[str]) -> list[
                 f"removing {', '.join(names)} would leave no {what}; use `cluster reset` to take the whole cluster down"
             )
     return problems
+
+
+def encapsulation(spec: ClusterSpec, facts: ClusterFacts) -> list[str]:
+    """The encapsulation and the pod MTU of a running pod network are not changed by create:
+    a pod keeps the MTU it started with, so pods started before the change would send packets
+    the tunnel cannot carry (or waste it). Refused, naming a node, before any change. The mode
+    (always / cross-subnet), the VXLAN port and VNI may change: create converges them in place."""
+    net = spec.network
+    want_mtu = pod_mtu(net)
+    for name, node in facts.nodes.items():
+        if node.encapsulation is None:
+            continue  # not networked yet (a new node)
+        if node.encapsulation != net.encapsulation:
+            return [
+                f"network.encapsulation: {name} runs the pod network with encapsulation {node.encapsulation} and "
+                f"the file says {net.encapsulation}; a running cluster's encapsulation is not changed (its pods "
+                f"keep the MTU they started with): set it back to {node.encapsulation}, or reset the cluster and "
+                "create it again"
+            ]
+        if node.pod_mtu is not None and node.pod_mtu != want_mtu:
+            return [
+                f"network.mtu: {name} gives pods an MTU of {node.pod_mtu} and the file would give {want_mtu}; a "
+                "running cluster's pod MTU is not changed (its pods keep the MTU they started with): set "
+                f"network.mtu back to {node.pod_mtu + (net.mtu - want_mtu)}, or reset the cluster and create it again"
+            ]
+    return []

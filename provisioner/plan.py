@@ -9,7 +9,7 @@ import yaml
 
 from provisioner.inventory import assign_pod_blocks
 from provisioner.paths import PLAYBOOKS
-from provisioner.spec import ClusterSpec
+from provisioner.spec import ClusterSpec, pod_mtu
 from provisioner.versions import KUBE_ROUTER, LOCAL_PATH_PROVISIONER, METRICS_SERVER, release
 
 # Above this many BGP speakers `cluster plan` suggests route reflectors: a full mesh is
@@ -96,7 +96,10 @@ def make_plan(spec: ClusterSpec, previous_blocks: dict[str, str], playbook: str 
             "pod_subnet": spec.network.pod_subnet,
             "service_subnet": spec.network.service_subnet,
             "node_prefix": spec.network.node_prefix,
-            "encapsulation": spec.network.encapsulation,
+            "encapsulation": spec.network.encapsulation
+            if spec.network.encapsulation == "none"
+            else f"{spec.network.encapsulation} ({spec.network.encapsulation_mode})",
+            "pod_mtu": pod_mtu(spec.network),
             "nat_outgoing": spec.network.nat_outgoing,
             "policy": "kube-router" if spec.network.policy else "off",
             "bgp": "route reflectors: " + ", ".join(spec.network.route_reflectors)

@@ -58,15 +58,31 @@ echo "arch=$(uname -m)"
   sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
 (ip -o -4 addr show 2>/dev/null || true) | awk '{print "addr=" $2 "=" $4}'
 """
+# The kernel module of network.encapsulation: built in or loaded (/sys/module), a device of its kind
+# made in a throw-away network namespace (a machine container sees no /sys/module; the node's own
+# network is not touched), or a loadable module (modprobe -n).
+KMOD_PROBE = (
+    'root=""; [ "$(id -u)" = 0 ] || root="sudo -n"\n'
+    "if [ -d /sys/module/{m} ]; then echo kmod_{m}=loaded; "
+    "elif $root unshare -n sh -c 'ip link add pv-probe type {m} {args}' >/dev/null 2>&1; "
+    "then echo kmod_{m}=loaded; "
+    "elif modprobe -n -q {m} 2>/dev/null; then echo kmod_{m}=module; else echo kmod_{m}=missing; fi\n"
+)
+TUNNEL_PROBE_ARGS = {"vxlan": "id 1 dstport 4789", "ipip": "local 192.0.2.1"}
+# network.encapsulation -> the kernel module it needs
+TUNNEL_MODULES = {"vxlan": "vxlan", "ipip": "ipip"}
 # On a control plane of a cluster with an API VIP: does anything answer on the VIP already?
 VIP_PROBE = "if ping -c1 -W1 {vip} >/dev/null 2>&1; then echo vip_answers=1; else echo vip_answers=0; fi\n"
 
 
 def probe_for(node: Node, spec: ClusterSpec) -> str:
     """The probe script for one host (the VIP's address is an IPv4 address: spec.py checks it)."""
+    probe = PROBE
+    if module := TUNNEL_MODULES.get(spec.network.encapsulation):
+        probe += KMOD_PROBE.format(m=module, args=TUNNEL_PROBE_ARGS[module])
     if spec.api_vip is not None and "control-plane" in node.roles:
-        return PROBE + VIP_PROBE.format(vip=spec.api_vip.address)
-    return PROBE
+        probe += VIP_PROBE.format(vip=spec.api_vip.address)
+    return probe
 
 
 @dataclass
@@ -178,9 +194,25 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     checks.append(
         Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them")
     )
+    if module := TUNNEL_MODULES.get(spec.network.encapsulation):
+        checks.append(kernel_module_check(spec.network.encapsulation, module, facts.get(f"kmod_{module}", "")))
     if spec.api_vip is not None and "control-plane" in node.roles:
         checks.append(vip_subnet_check(node, spec, facts.get("addrs", "")))
     return checks
+
+
+def kernel_module_check(encapsulation: str, module: str, state: str) -> Check:
+    """network.encapsulation needs its tunnel in the kernel: built in, loaded, or a loadable module."""
+    if state == "loaded":
+        return Check("kernel", True, f"{module} (network.encapsulation {encapsulation}) is in the kernel")
+    if state == "module":
+        return Check("kernel", True, f"{module} (network.encapsulation {encapsulation}) is a loadable module")
+    return Check(
+        "kernel",
+        False,
+        f"the kernel has no module {module}, which network.encapsulation {encapsulation} needs (neither built in "
+        f"nor loadable: modprobe -n {module} fails); use a kernel with it, or another network.encapsulation",
+    )
 
 
 def _sudo(facts: dict[str, str]) -> Check:

@@ -65,7 +65,14 @@ class Network(_Model):
     pod_subnet: str = "10.233.64.0/18"
     service_subnet: str = "10.233.0.0/18"
     node_prefix: int = 24
-    encapsulation: Literal["none", "ipip"] = "none"
+    # Pod traffic between nodes: none = routed as is (every node on one L2 segment); vxlan or ipip =
+    # through a tunnel device, for every remote node (always) or only for nodes on another L2
+    # subnet (cross-subnet), as Calico does it. The pod MTU is mtu minus the tunnel's overhead.
+    encapsulation: Literal["none", "vxlan", "ipip"] = "none"
+    encapsulation_mode: Literal["always", "cross-subnet"] = "always"
+    mtu: int = 1500  # the MTU of the nodes' own network (the underlay)
+    vxlan_port: int = 4789  # UDP port of the VXLAN tunnel (IANA's)
+    vxlan_vni: int = 4096  # VXLAN network identifier (Calico's default)
     nat_outgoing: bool = True
     route_reflectors: list[str] = Field(default_factory=list)
     bgp_asn: int = 64512
@@ -485,8 +492,7 @@ def check(spec: ClusterSpec) -> list[str]:
     if services and services.prefixlen > 28:
         p.append("network.service_subnet: too small; use a /28 or larger (a /18 is usual)")
 
-    if net.encapsulation == "ipip":
-        p.append("network.encapsulation: ipip is not supported yet; use none (nodes on one L2 segment)")
+    p += encapsulation_problems(net)
     for i, rr in enumerate(net.route_reflectors):
         if rr not in names:
             p.append(f"network.route_reflectors[{i}]: {rr!r} is not a node in `nodes`")
@@ -517,6 +523,45 @@ def check(spec: ClusterSpec) -> list[str]:
     p += chaos_problems(spec.chaos)
     if spec.api_vip is not None:
         p += api_vip_problems(spec.api_vip, addresses, pods, services)
+    return p
+
+
+# Bytes a tunnel adds to every packet: the pod MTU is the nodes' MTU minus this.
+TUNNEL_OVERHEAD = {"none": 0, "vxlan": 50, "ipip": 20}
+MIN_POD_MTU = 1280  # IPv6's minimum link MTU; below it pods (and some CNI tools) misbehave
+MAX_MTU = 9216
+NODE_PORTS = range(30000, 32768)  # kube-apiserver's default --service-node-port-range (TCP and UDP)
+
+
+def pod_mtu(net: Network) -> int:
+    return net.mtu - TUNNEL_OVERHEAD[net.encapsulation]
+
+
+def encapsulation_problems(net: Network) -> list[str]:
+    p: list[str] = []
+    overhead = TUNNEL_OVERHEAD[net.encapsulation]
+    if net.mtu > MAX_MTU:
+        p.append(f"network.mtu: {net.mtu} is above {MAX_MTU} (the largest jumbo frame); give the nodes' MTU")
+    elif net.mtu - overhead < MIN_POD_MTU:
+        tunnel = f" minus {overhead} for {net.encapsulation}" if overhead else ""
+        p.append(
+            f"network.mtu: {net.mtu} is too small: the pods would get {net.mtu - overhead}{tunnel}; "
+            f"give the MTU of the nodes' network, at least {MIN_POD_MTU + overhead}"
+        )
+    if net.encapsulation_mode == "cross-subnet" and net.encapsulation == "none":
+        p.append(
+            "network.encapsulation_mode: cross-subnet encapsulates traffic to nodes on other subnets, "
+            "and encapsulation is none; set network.encapsulation to vxlan (or ipip)"
+        )
+    if not 1024 <= net.vxlan_port <= 65535:
+        p.append(f"network.vxlan_port: {net.vxlan_port} must be a UDP port between 1024 and 65535 (4789 is usual)")
+    elif net.vxlan_port in NODE_PORTS:
+        p.append(
+            f"network.vxlan_port: {net.vxlan_port} lies in the NodePort range 30000-32767, where a Service may "
+            "take it; use another (4789 is usual)"
+        )
+    if not 1 <= net.vxlan_vni <= 16777215:
+        p.append(f"network.vxlan_vni: {net.vxlan_vni} must be between 1 and 16777215 (a 24-bit VXLAN id)")
     return p
 
 

@@ -43,6 +43,19 @@ class LabState:
     nodes: list[LabNode] = field(default_factory=list)
     # the nodes the cluster file was given (None: a lab.json from before it was kept: all of them)
     filed: list[str] | None = None
+    # a two-subnet lab: the second subnet, on a bridge of its own; the host routes between them
+    second_subnet: str | None = None
+
+    @property
+    def subnets(self) -> list[str]:
+        return [self.subnet] + ([self.second_subnet] if self.second_subnet else [])
+
+    def bridge_of(self, subnet: str) -> str:
+        return self.bridge if subnet == self.subnet else second_bridge(self.name)
+
+    def subnet_of(self, ip: str) -> str:
+        addr = ipaddress.ip_address(ip)
+        return next((s for s in self.subnets if addr in ipaddress.ip_network(s)), self.subnet)
 
     @classmethod
     def load(cls, path: Path) -> LabState | None:
@@ -50,7 +63,7 @@ class LabState:
             return None
         data = json.loads(path.read_text())
         nodes = [LabNode(**n) for n in data["nodes"]]
-        return cls(data["name"], data["subnet"], data["bridge"], nodes, data.get("filed"))
+        return cls(data["name"], data["subnet"], data["bridge"], nodes, data.get("filed"), data.get("second_subnet"))
 
     def save(self, path: Path) -> None:
         path.write_text(
@@ -61,6 +74,7 @@ class LabState:
                     "bridge": self.bridge,
                     "nodes": [vars(n) for n in self.nodes],
                     "filed": self.filed,
+                    "second_subnet": self.second_subnet,
                 },
                 indent=2,
             )
@@ -82,6 +96,24 @@ def node_layout(count: int, control_planes: int) -> list[tuple[str, list[str]]]:
     for i in range(1, count - control_planes + 1):
         out.append((f"w{i}", ["worker"]))
     return out
+
+
+def second_bridge(lab: str) -> str:
+    return f"pvl2-{lab}"[:15]
+
+
+def next_subnet(subnet: str) -> str:
+    """The subnet of the same size right after ``subnet`` (``lab up --subnets 2`` without a second --subnet)."""
+    net = ipaddress.ip_network(subnet)
+    return str(ipaddress.ip_network(f"{net.broadcast_address + 1}/{net.prefixlen}"))
+
+
+def node_subnet(name: str, subnets: list[str]) -> str:
+    """Where a node sits in a two-subnet lab: the control planes on the first subnet (etcd, the
+    API VIP and its VRRP stay on one L2 segment), the workers alternating, w1 on the second."""
+    if len(subnets) == 1 or name.startswith("cp"):
+        return subnets[0]
+    return subnets[int(name[1:]) % 2]
 
 
 def node_host_number(name: str) -> int:
@@ -144,16 +176,19 @@ class Lab:
         return pub.read_text()
 
     def _node_spec(self, st: LabState, node: LabNode, proxy: str, pub: str) -> nspawn.NodeSpec:
-        net = ipaddress.ip_network(st.subnet)
+        subnet = st.subnet_of(node.ip)
+        net = ipaddress.ip_network(subnet)
         return nspawn.NodeSpec(
             lab=self.name,
             name=node.name,
             address=f"{node.ip}/{net.prefixlen}",
             gateway=str(net[-2]),
-            bridge=st.bridge,
+            bridge=st.bridge_of(subnet),
             proxy=proxy,
             rootfs=self.root / node.name,
             public_key=pub,
+            # the other subnet through the host's address on this one
+            routes=tuple((other, str(net[1])) for other in st.subnets if other != subnet),
         )
 
     def _proxy_url(self, st: LabState) -> str:
@@ -167,7 +202,10 @@ class Lab:
         subnet: str | None = None,
         mirror_dir: Path = DEFAULT_MIRROR,
         say: Say = print,
+        second_subnet: str | None = None,
     ) -> dict[str, float]:
+        """``second_subnet``: a two-subnet lab (the workers alternate between the two bridges, and
+        the host routes between them); its cluster file says encapsulation vxlan, cross-subnet."""
         require_host()
         timings: dict[str, float] = {}
         self.cluster.ensure()
@@ -180,14 +218,25 @@ class Lab:
         net = ipaddress.ip_network(subnet or (st.subnet if st else DEFAULT_SUBNET))
         if not isinstance(net, ipaddress.IPv4Network) or net.num_addresses < 16 + nodes:
             raise LabError(f"--subnet: {net} is too small for {nodes} nodes; use a /24")
+        if st and second_subnet and second_subnet != st.second_subnet:
+            raise LabError(
+                f"--subnet: lab {self.name} already uses {', '.join(st.subnets)}; run `lab down` first to change them"
+            )
+        second = ipaddress.ip_network(second_subnet or (st.second_subnet if st and st.second_subnet else net))
+        if second_subnet and (not isinstance(second, ipaddress.IPv4Network) or second.prefixlen != net.prefixlen):
+            raise LabError(f"--subnet: the second subnet {second} must be an IPv4 subnet the size of {net}")
+        if second_subnet and second.overlaps(net):
+            raise LabError(f"--subnet: the two subnets {net} and {second} overlap; give two distinct subnets")
         if st is None:
-            st = LabState(self.name, str(net), f"pvl-{self.name}"[:15])
-        if user := services.subnet_user(net, st.bridge):
-            raise LabError(f"--subnet: {net} is already used on this host by {user}; choose another subnet")
+            st = LabState(self.name, str(net), f"pvl-{self.name}"[:15], second_subnet=second_subnet and str(second))
+        for sub in st.subnets:
+            if user := services.subnet_user(ipaddress.ip_network(sub), st.bridge_of(sub)):
+                raise LabError(f"--subnet: {sub} is already used on this host by {user}; choose another subnet")
         have = {n.name for n in st.nodes}
         for name, roles in node_layout(nodes, control_planes):
             if name not in have:
-                st.nodes.append(LabNode(name, str(net[node_host_number(name)]), roles))
+                where = ipaddress.ip_network(node_subnet(name, st.subnets))
+                st.nodes.append(LabNode(name, str(where[node_host_number(name)]), roles))
         filed = set(have if st.filed is None else st.filed)
         merged = self._merged_cluster_file([n for n in st.nodes if n.name not in filed])  # refused here
         st.save(self.state_file)
@@ -203,6 +252,10 @@ class Lab:
         t = time.monotonic()
         services.raise_inotify_limit()
         host_ip = services.bridge_up(st.bridge, net)
+        if st.second_subnet:
+            services.bridge_up(second_bridge(self.name), ipaddress.ip_network(st.second_subnet))
+            for bridge in (st.bridge, second_bridge(self.name)):
+                services.forwarding_on(bridge)
         proxy = services.apt_proxy_up(self.dir, host_ip)
         files_repo = services.mirror_up(self.dir, host_ip, mirror_dir)
         pub = self._ensure_key()
@@ -273,7 +326,10 @@ class Lab:
                 "pod_subnet": "10.233.64.0/18",
                 "service_subnet": "10.233.0.0/18",
                 "node_prefix": 24,
-                "encapsulation": "none",
+                # two subnets: the host routes between them and knows no pod route, so pod traffic
+                # to the other subnet goes through VXLAN; within a subnet it is routed directly
+                "encapsulation": "vxlan" if st.second_subnet else "none",
+                **({"encapsulation_mode": "cross-subnet"} if st.second_subnet else {}),
                 "nat_outgoing": True,
                 "route_reflectors": [],
             },
@@ -365,6 +421,7 @@ class Lab:
         if stale or stale_services:
             say(f"stale: {len(stale)} node(s), {stale_services} host service(s) of an earlier lab {self.name} killed")
         services.bridge_down(bridge)
+        services.bridge_down(second_bridge(self.name))
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.cluster_file.unlink(missing_ok=True)

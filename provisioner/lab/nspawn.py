@@ -99,6 +99,8 @@ class NodeSpec:
     proxy: str  # apt proxy URL
     rootfs: Path
     public_key: str
+    # (destination, gateway): the lab's other subnets, routed by the host (a two-subnet lab)
+    routes: tuple[tuple[str, str], ...] = ()
 
     @property
     def machine(self) -> str:
@@ -130,6 +132,7 @@ def make_rootfs(node: NodeSpec, base: Path) -> None:
     (r / "etc/systemd/network/10-host0.network").write_text(
         "[Match]\nName=host0\n\n[Network]\n"
         f"Address={node.address}\nGateway={node.gateway}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        + "".join(f"\n[Route]\nDestination={dst}\nGateway={gw}\n" for dst, gw in node.routes)
     )
     (r / "etc/apt/apt.conf.d/01proxy").write_text(f'Acquire::http::Proxy "{node.proxy}";\n')
     _authorize(r, node.public_key)

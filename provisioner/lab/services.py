@@ -47,6 +47,17 @@ def bridge_up(name: str, subnet: ipaddress.IPv4Network) -> str:
     return str(subnet[1])
 
 
+def forwarding_on(bridge: str) -> None:
+    """Route between the bridges of a two-subnet lab: IPv4 forwarding on for packets that come in
+    on this bridge only (the host's other interfaces, and net.ipv4.ip_forward, are left alone)."""
+    path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/forwarding")
+    try:
+        if path.read_text().strip() != "1":
+            path.write_text("1")
+    except OSError as exc:
+        raise LabError(f"cannot turn on forwarding on {bridge}: {exc}") from None
+
+
 def subnet_user(subnet: ipaddress.IPv4Network, bridge: str) -> str | None:
     """Another interface of the host with an address in ``subnet`` (another lab's bridge,
     or a real network): the lab would answer for, or shadow, its addresses."""

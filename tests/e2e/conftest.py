@@ -100,11 +100,22 @@ class Cluster:
         return yaml.safe_load(self.file.read_text())
 
 
-def make_cluster(name: str, subnet: str, nodes: int, control_planes: int, tmp: Path) -> Iterator[tuple[Lab, Path]]:
+def make_cluster(
+    name: str, subnet: str, nodes: int, control_planes: int, tmp: Path, second_subnet: str | None = None
+) -> Iterator[tuple[Lab, Path]]:
+    """``second_subnet``: a two-subnet lab (the workers alternate between the bridges; the cluster
+    file says encapsulation vxlan, cross-subnet)."""
     kubectl_binary()
     lab = Lab(name, tmp)
     lab.down(say=lambda m: None)  # whatever an interrupted earlier run left
-    lab.up(nodes=nodes, control_planes=control_planes, subnet=subnet, mirror_dir=DEFAULT_MIRROR, say=lambda m: None)
+    lab.up(
+        nodes=nodes,
+        control_planes=control_planes,
+        subnet=subnet,
+        mirror_dir=DEFAULT_MIRROR,
+        say=lambda m: None,
+        second_subnet=second_subnet,
+    )
     try:
         yield lab, tmp
     finally:

@@ -243,18 +243,67 @@ RULES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "'cp9' is not a node in `nodes`",
     ),
     (
-        "ipip not yet",
-        {"network.encapsulation": "none"},
-        {"network.encapsulation": "ipip"},
+        "encapsulation known",
+        {"network.encapsulation": "vxlan"},
+        {"network.encapsulation": "gre"},
         "network.encapsulation",
-        "ipip is not supported yet; use none",
+        "input should be 'none', 'vxlan' or 'ipip'",
     ),
     (
-        "encapsulation known",
-        {},
-        {"network.encapsulation": "vxlan"},
-        "network.encapsulation",
-        "input should be 'none' or 'ipip'",
+        "encapsulation mode known",
+        {"network.encapsulation": "ipip", "network.encapsulation_mode": "cross-subnet"},
+        {"network.encapsulation": "ipip", "network.encapsulation_mode": "sometimes"},
+        "network.encapsulation_mode",
+        "input should be 'always' or 'cross-subnet'",
+    ),
+    (
+        "cross-subnet needs an encapsulation",
+        {"network.encapsulation": "vxlan", "network.encapsulation_mode": "cross-subnet"},
+        {"network.encapsulation": "none", "network.encapsulation_mode": "cross-subnet"},
+        "network.encapsulation_mode",
+        "set network.encapsulation to vxlan (or ipip)",
+    ),
+    (
+        "mtu leaves the pods at least 1280 with vxlan",
+        {"network.encapsulation": "vxlan", "network.mtu": 1330},
+        {"network.encapsulation": "vxlan", "network.mtu": 1329},
+        "network.mtu",
+        "1329 is too small: the pods would get 1279 minus 50 for vxlan"[:44],
+    ),
+    (
+        "mtu leaves the pods at least 1280 with ipip",
+        {"network.encapsulation": "ipip", "network.mtu": 1300},
+        {"network.encapsulation": "ipip", "network.mtu": 1299},
+        "network.mtu",
+        "at least 1300",
+    ),
+    (
+        "mtu at most a jumbo frame",
+        {"network.mtu": 9000},
+        {"network.mtu": 65000},
+        "network.mtu",
+        "above 9216",
+    ),
+    (
+        "vxlan port is an unprivileged port",
+        {"network.vxlan_port": 8472},
+        {"network.vxlan_port": 80},
+        "network.vxlan_port",
+        "between 1024 and 65535",
+    ),
+    (
+        "vxlan port outside the NodePort range",
+        {"network.vxlan_port": 4789},
+        {"network.vxlan_port": 30001},
+        "network.vxlan_port",
+        "NodePort range",
+    ),
+    (
+        "vxlan vni is 24 bits",
+        {"network.vxlan_vni": 16777215},
+        {"network.vxlan_vni": 16777216},
+        "network.vxlan_vni",
+        "between 1 and 16777215",
     ),
     (
         "bgp_asn in range",
@@ -402,7 +451,8 @@ kubernetes: {version: v1.0.0}
 netwrok: {pod_subnet: 10.0.0.0/16}
 network:
   service_subnet: 10.233.64.0/24
-  encapsulation: ipip
+  encapsulation: none
+  encapsulation_mode: cross-subnet
   route_reflectors: [nobody]
 nodes:
   - {name: cp1, address: 192.168.250.11, roles: [etcd, control-plane]}
@@ -420,7 +470,7 @@ def test_every_problem_at_once_one_line_each() -> None:
         "netwrok": "did you mean `network`?",
         "kubernetes.version": "is not supported",
         "network.service_subnet": "overlaps network.pod_subnet",
-        "network.encapsulation": "not supported yet",
+        "network.encapsulation_mode": "cross-subnet encapsulates",
         "network.route_reflectors[0]": "'nobody' is not a node",
         "nodes[0].name": "more than one node",
         "nodes[1].name": "more than one node",
