@@ -139,6 +139,23 @@ def test_bird_sessions_established(
     assert not down, "BGP sessions not Established: " + ", ".join(down)
 
 
+def test_pod_tunnel(host: Any, node: Node, hostvars: dict[str, Any], groups: dict[str, list[str]]) -> None:
+    """network.encapsulation vxlan or ipip: the tunnel device is up with the pod MTU and routes every
+    other node's pod block (docs/network.md); none: there is no tunnel device."""
+    node.require("k8s_cluster")
+    device = hostvars.get("network_tunnel_device") or ""
+    if not device:
+        for other in hostvars.get("network_tunnel_devices", []):
+            assert not host.interface(other).exists, f"{other} exists, and network.encapsulation is none"
+        return
+    link = json.loads(host.check_output(f"ip -j -d link show dev {device}"))[0]
+    assert "UP" in link["flags"], f"{device} is not up: {link['flags']}"
+    assert link["mtu"] == hostvars["network_pod_mtu"], f"{device} MTU {link['mtu']}, expected the pod MTU"
+    routes = json.loads(host.check_output(f"ip -j -4 route show dev {device}"))
+    peers = len([h for h in groups.get("k8s_cluster", []) if h != node.name])
+    assert len(routes) == peers, f"{device} routes {len(routes)} pod blocks, expected one per other node ({peers})"
+
+
 def test_node_ready(host: Any, node: Node) -> None:
     node.require("k8s_cluster")
     out = host.run(
