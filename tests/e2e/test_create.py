@@ -29,7 +29,8 @@ from tests.e2e.workloads import check_workloads
 
 pytestmark = pytest.mark.e2e
 WHEEL_RUN: dict[str, str] = {}
-SUBNET, SECOND_SUBNET = "192.168.253.0/24", "192.168.243.0/24"
+# the suite's subnets; a developer whose lab would clash with a CI run gives others (E2EA_SUBNETS=A,B)
+SUBNET, SECOND_SUBNET = os.environ.get("E2EA_SUBNETS", "192.168.253.0/24,192.168.243.0/24").split(",")
 
 
 @pytest.fixture(scope="module")
