@@ -254,3 +254,13 @@ def test_guard_refuses_a_change_of_pod_mtu() -> None:
     (problem,) = guards.encapsulation(cluster("vxlan", mtu=9000), _facts("vxlan", 1450))
     assert problem.startswith("network.mtu: cp1 gives pods an MTU of 1450 and the file would give 8950")
     assert "set network.mtu back to 1500" in problem
+
+
+def test_reset_removes_the_tunnel_devices_and_unit() -> None:
+    import yaml
+
+    reset = yaml.safe_load((ROLE.parent / "reset" / "defaults" / "main.yml").read_text())
+    assert "pod-tunnel" in reset["reset_services"]  # its ExecStop deletes the device
+    assert "network_tunnel_devices" in reset["reset_links"]  # and any tunnel device left is deleted
+    gv = defaults.group_vars(cluster("none"), Path("/state/ha"))
+    assert gv["network_tunnel_devices"] == ["pod-ipip", "pod-vxlan"] and gv["network_tunnel_device"] == ""
