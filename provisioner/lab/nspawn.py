@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,8 +345,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-def wait_ssh(address: str, port: int = 22, timeout: float = 60.0) -> float:
-    """Wait until sshd answers with its banner; return the seconds waited."""
+def wait_ssh(address: str, port: int = 22, timeout: float = 60.0, running: Callable[[], bool] | None = None) -> float:
+    """Wait until sshd answers with its banner; return the seconds waited. ``running``: whether
+    the node still runs; once it does not, waiting longer is pointless."""
     import socket
 
     started = time.monotonic()
@@ -357,6 +359,8 @@ def wait_ssh(address: str, port: int = 22, timeout: float = 60.0) -> float:
                     return time.monotonic() - started
         except OSError:
             pass
+        if running is not None and not running():
+            raise LabError(f"{address}: the node stopped while booting, after {time.monotonic() - started:.0f}s")
         if time.monotonic() - started > timeout:
             raise LabError(f"{address}: sshd did not answer within {timeout:.0f}s; see the node's console log")
         time.sleep(0.3)
