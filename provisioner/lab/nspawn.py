@@ -202,14 +202,20 @@ def _prepare_cgroups(node: NodeSpec) -> list[Path]:
     return paths
 
 
-def _kill_members(paths: list[Path]) -> None:
-    """SIGKILL every process in these cgroup trees (a node's pods, a stale lab's nodes)."""
+def _kill_members(paths: list[Path]) -> int:
+    """SIGKILL every process in these cgroup trees (a node's pods, a stale lab's nodes); return
+    how many there were."""
+    found = 0
     for procs in (f for path in paths if path.exists() for f in path.rglob("cgroup.procs")):
         for p in procs.read_text().split():
             try:
+                if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue  # exited already; only its parent's wait() is left
                 os.kill(int(p), signal.SIGKILL)
-            except ProcessLookupError:
+                found += 1
+            except (ProcessLookupError, FileNotFoundError):
                 pass
+    return found
 
 
 def _remove_trees(paths: list[Path], parents: int) -> None:
@@ -234,6 +240,8 @@ def _remove_cgroups(node: NodeSpec) -> None:
 def boot(node: NodeSpec, state_dir: Path) -> int:
     """Start the node in the background; return the nspawn PID."""
     paths = _prepare_cgroups(node)
+    if (Path("/sys/class/net") / host_veth(node)).exists():  # left by a node that died uncleanly
+        run(["ip", "link", "delete", host_veth(node)], check=False)
     console = state_dir / f"{node.name}.console.log"
     procs = " ".join(str(p / "cgroup.procs") for p in paths)
     cmd = [
@@ -301,11 +309,29 @@ def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
             os.killpg(pid, signal.SIGKILL)
             time.sleep(0.5)
         _reap(pid)
-    # Processes left in the node's cgroups (pods) go with it.
-    _kill_members(node_cgroups(node))
-    time.sleep(0.2)
+    # Processes left in the node's cgroups (pods) go with it. A killed process may take a while
+    # to exit (pages to write back, mounts to drop); while one lives, the node's network
+    # namespace and so its host-side veth live too, and a new boot of the node would fail
+    # ("File exists"). Wait for both, up to ``timeout``.
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = _kill_members(node_cgroups(node))
+        veth = Path("/sys/class/net") / host_veth(node)
+        if not alive and not veth.exists():
+            break
+        if time.monotonic() > deadline:
+            if veth.exists():  # its namespace outlived the node: take the link away ourselves
+                run(["ip", "link", "delete", veth.name], check=False)
+            break
+        time.sleep(0.2)
     _remove_cgroups(node)
     (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
+
+
+def host_veth(node: NodeSpec) -> str:
+    """The host side of the node's --network-bridge link: systemd-nspawn names it "vb-" and
+    the machine name, cut to the kernel's 15 characters."""
+    return f"vb-{node.machine}"[:15]
 
 
 def machines_running(lab: str) -> dict[str, int]:
