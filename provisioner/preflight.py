@@ -60,13 +60,35 @@ echo "arch=$(uname -m)"
 """
 # On a control plane of a cluster with an API VIP: does anything answer on the VIP already?
 VIP_PROBE = "if ping -c1 -W1 {vip} >/dev/null 2>&1; then echo vip_answers=1; else echo vip_answers=0; fi\n"
+# Whether the running kernel has a module: in it now (/sys/module, /proc/modules), built in
+# (modules.builtin), loadable (a .ko under /lib/modules/<release>), or not at all. A machine
+# container sees its host's kernel through /sys and /proc, and may have no /lib/modules.
+KMOD_PROBE = r"""
+m={module}; r=$(uname -r)
+if [ -d /sys/module/$m ] || grep -qs "^$m " /proc/modules; then s=loaded
+elif grep -qs "/$m\.ko" /lib/modules/$r/modules.builtin; then s=builtin
+elif [ -n "$(find /lib/modules/$r -name "$m.ko*" 2>/dev/null | head -n 1)" ]; then s=module
+else s=missing; fi
+echo "kmod_$m=$s"
+echo "kernel=$r"
+"""
+
+
+def kernel_modules(spec: ClusterSpec) -> dict[str, tuple[str, str]]:
+    """The kernel modules the cluster file needs on every node -> (the setting that needs it,
+    what to do on a kernel without it)."""
+    needed = {}
+    if spec.kubernetes.proxy_mode == "ipvs":
+        needed["ip_vs"] = ("kubernetes.proxy_mode ipvs", "set kubernetes.proxy_mode to iptables or nftables")
+    return needed
 
 
 def probe_for(node: Node, spec: ClusterSpec) -> str:
     """The probe script for one host (the VIP's address is an IPv4 address: spec.py checks it)."""
+    script = PROBE + "".join(KMOD_PROBE.format(module=m) for m in kernel_modules(spec))
     if spec.api_vip is not None and "control-plane" in node.roles:
-        return PROBE + VIP_PROBE.format(vip=spec.api_vip.address)
-    return PROBE
+        script += VIP_PROBE.format(vip=spec.api_vip.address)
+    return script
 
 
 @dataclass
@@ -180,7 +202,27 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     )
     if spec.api_vip is not None and "control-plane" in node.roles:
         checks.append(vip_subnet_check(node, spec, facts.get("addrs", "")))
+    checks += [kernel_module_check(m, need, facts) for m, need in kernel_modules(spec).items()]
     return checks
+
+
+def kernel_module_check(module: str, need: tuple[str, str], facts: dict[str, str]) -> Check:
+    """``module`` is in the node's kernel, or can be loaded; otherwise the setting that needs it
+    cannot work there (``need``: the setting, what to do instead)."""
+    state = facts.get(f"kmod_{module}", "")
+    release = facts.get("kernel") or "?"
+    name = f"kernel {module}"
+    if state in ("loaded", "builtin"):
+        return Check(name, True, f"{module} in kernel {release}")
+    if state == "module":
+        return Check(name, True, f"{module} loadable (/lib/modules/{release})")
+    setting, instead = need
+    return Check(
+        name,
+        False,
+        f"{setting} needs the kernel module {module}, and kernel {release} has none (not in /proc/modules or "
+        f"/sys/module/{module}, nor under /lib/modules/{release}); use a kernel with it, or {instead}",
+    )
 
 
 def _sudo(facts: dict[str, str]) -> Check:
