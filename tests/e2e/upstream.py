@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -100,6 +102,23 @@ def assert_agnhost_on_every_node(cluster: Cluster) -> str:
         listed = host.check_output("/usr/local/bin/ctr --namespace k8s.io images list --quiet").split()
         assert image in listed, f"{row['node']}: {image} is not in containerd (listed: {listed})"
     return image
+
+
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane:NoSchedule"
+
+
+@contextmanager
+def untainted(cluster: Cluster, nodes: list[str]) -> Iterator[None]:
+    """The e2e framework puts its pods only on untainted nodes: on a lab with one worker, let them
+    onto these control planes too for the run (pod to pod and node to pod across nodes), and
+    taint them again afterwards (the taint is the kubelet's at registration; nothing re-applies it)."""
+    for node in nodes:
+        cluster.kubectl("taint", "nodes", node, f"{CONTROL_PLANE_TAINT}-", check=False)
+    try:
+        yield
+    finally:
+        for node in nodes:
+            cluster.kubectl("taint", "nodes", node, CONTROL_PLANE_TAINT, "--overwrite")
 
 
 def _cases(junit: Path) -> tuple[list[str], list[str], list[str]]:
