@@ -449,8 +449,9 @@ class Builder:
     def agnhost_image(self, version: str) -> list[Artifact]:
         """agnhost, the e2e tests' workload image, built from the release's module and packed under
         the name and tag its e2e framework asks for (test/utils/image/manifest.go), with what the
-        tests run in it as upstream's image has: a shell and core tools (busybox), curl and nc
-        (OpenBSD netcat: UDP, timeouts) with their libraries, from Debian's packages."""
+        tests run in it as upstream's image has: a shell (dash as sh, and bash), core tools
+        (busybox), curl and nc (OpenBSD netcat: UDP, timeouts) with their libraries, from Debian's
+        packages."""
         module = kube_module(version)
         source = self.module_dir(module, "k8s.io/kubernetes")
         tag = agnhost_tag(source)
@@ -470,8 +471,15 @@ class Builder:
             oci.Entry("agnhost", source=out / "agnhost", mode=0o755),
             oci.Entry("agnhost-2", link="agnhost"),  # the entrypoint tests run it under this name
         ]
-        entries += [oci.Entry(f"bin/{a}", link="busybox") for a in BUSYBOX_APPLETS if a != "nc"]
-        entries += self.debian_executables({"usr/bin/curl": "curl", "bin/nc": "netcat-openbsd"})
+        # every applet of busybox, as upstream's image has, but its shell: busybox's own shell runs
+        # its applets before PATH (nc without -u), so the shell is dash
+        listed = subprocess.run([busybox / "bin/busybox", "--list"], capture_output=True, text=True, check=True)
+        applets = sorted(set(listed.stdout.split()) - {"busybox", "sh", "ash", "hush", "nc", "bash"})
+        entries += [oci.Entry(f"bin/{a}", link="busybox") for a in applets]
+        entries.append(oci.Entry("bin/sh", link="dash"))
+        entries += self.debian_executables(
+            {"bin/dash": "dash", "bin/bash": "bash", "usr/bin/curl": "curl", "bin/nc": "netcat-openbsd"}
+        )
         image = oci.Image(
             f"{AGNHOST_IMAGE}:{tag}",
             entries,

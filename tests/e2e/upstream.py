@@ -168,9 +168,11 @@ def run_suite(cluster: Cluster, suite: Suite, tmp: Path, label: str = "") -> Sui
     kept = JUNIT_DIR / f"{label or cluster.lab.name}-{suite.name}.xml"
     shutil.copyfile(junit, kept)
     passed, failed, skipped = _cases(junit)
-    # outside the focus, ginkgo reports every other spec as skipped: only the focused ones count
-    focused = [n for n in skipped if _matches(suite, n)]
-    result = SuiteResult(suite, seconds, proc.returncode, kept, passed, failed, focused, proc.stdout[-5000:])
+    # ginkgo reports every spec outside the focus as skipped, and the suite's setup and
+    # teardown nodes as cases: only the focused specs count (a failure anywhere counts)
+    passed = [n for n in passed if _matches(suite, n)]
+    skipped = [n for n in skipped if _matches(suite, n)]
+    result = SuiteResult(suite, seconds, proc.returncode, kept, passed, failed, skipped, proc.stdout[-5000:])
     print(result.summary())
     return result
 
