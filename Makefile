@@ -51,11 +51,13 @@ lab-test: setup
 
 e2e: setup
 	$(PROV) mirror build
-	$(VENV)/bin/pytest -q tests/e2e
+	$(VENV)/bin/pytest -q -n 2 tests/e2e
 
 # The mirror build (Go, CPU-bound) runs beside lint and the unit and lab tests, which need
 # no mirror and wait on I/O much of the time (debootstrap, subprocesses); the end-to-end
 # tests start once both are done. Its log: build/mirror-build.log (shown when it ends).
+# The e2e tests run in two pytest-xdist workers, one lab cluster's tests per worker at a time
+# (tests/e2e/conftest.py: pytest_xdist_make_scheduler).
 test: setup
 	@mkdir -p build; \
 	$(PROV) mirror build > build/mirror-build.log 2>&1 & mirror=$$!; \
@@ -64,7 +66,7 @@ test: setup
 	if ! wait $$mirror; then cat build/mirror-build.log; echo "error: the mirror build failed"; exit 1; fi; \
 	tail -n 20 build/mirror-build.log; \
 	if [ $$early -ne 0 ]; then exit $$early; fi; \
-	$(VENV)/bin/pytest -q --durations=12 tests/e2e
+	$(VENV)/bin/pytest -q -n 2 --durations=12 tests/e2e
 
 bench: setup
 	$(PY) bench/plan.py

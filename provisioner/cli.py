@@ -579,9 +579,6 @@ def certs_renew(
         out.print("certificates renewed; `cluster certs check` shows the new dates")
 
 
-# -- inventory ---------------------------------------------------------------------------
-
-
 # -- chaos ---------------------------------------------------------------------------------
 
 
@@ -696,6 +693,9 @@ def cluster_chaos(
             out.print(f"report: {result['report']['json']}, {result['report']['png']}")
     if not result["hypothesis_holds"]:
         fail(hypothesis.missed_error(e.name, checks).lines(), code=hypothesis.HypothesisMissed.exit_code)
+
+
+# -- inventory ---------------------------------------------------------------------------
 
 
 @inventory_app.command("generate")

@@ -322,7 +322,8 @@ class Lab:
         # a node that ran a cluster boots its services too (etcd, the API server, the kubelet,
         # keepalived...): on a busy 2-core host its sshd answered after more than 60 s
         try:
-            nspawn.wait_ssh(spec.ip, timeout=START_SSH_TIMEOUT)
+            running = lambda: nspawn.pid_of(spec, self.dir) is not None  # noqa: E731
+            nspawn.wait_ssh(spec.ip, timeout=START_SSH_TIMEOUT, running=running)
         except LabError as e:
             raise LabError(f"{name}: {e}\n{nspawn.boot_report(spec, self.dir)}") from None
 

@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,14 +202,20 @@ def _prepare_cgroups(node: NodeSpec) -> list[Path]:
     return paths
 
 
-def _kill_members(paths: list[Path]) -> None:
-    """SIGKILL every process in these cgroup trees (a node's pods, a stale lab's nodes)."""
+def _kill_members(paths: list[Path]) -> int:
+    """SIGKILL every process in these cgroup trees (a node's pods, a stale lab's nodes); return
+    how many there were."""
+    found = 0
     for procs in (f for path in paths if path.exists() for f in path.rglob("cgroup.procs")):
         for p in procs.read_text().split():
             try:
+                if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue  # exited already; only its parent's wait() is left
                 os.kill(int(p), signal.SIGKILL)
-            except ProcessLookupError:
+                found += 1
+            except (ProcessLookupError, FileNotFoundError):
                 pass
+    return found
 
 
 def _remove_trees(paths: list[Path], parents: int) -> None:
@@ -233,6 +240,8 @@ def _remove_cgroups(node: NodeSpec) -> None:
 def boot(node: NodeSpec, state_dir: Path) -> int:
     """Start the node in the background; return the nspawn PID."""
     paths = _prepare_cgroups(node)
+    if (Path("/sys/class/net") / host_veth(node)).exists():  # left by a node that died uncleanly
+        run(["ip", "link", "delete", host_veth(node)], check=False)
     console = state_dir / f"{node.name}.console.log"
     procs = " ".join(str(p / "cgroup.procs") for p in paths)
     cmd = [
@@ -300,11 +309,29 @@ def stop(node: NodeSpec, state_dir: Path, timeout: float = 30.0) -> None:
             os.killpg(pid, signal.SIGKILL)
             time.sleep(0.5)
         _reap(pid)
-    # Processes left in the node's cgroups (pods) go with it.
-    _kill_members(node_cgroups(node))
-    time.sleep(0.2)
+    # Processes left in the node's cgroups (pods) go with it. A killed process may take a while
+    # to exit (pages to write back, mounts to drop); while one lives, the node's network
+    # namespace and so its host-side veth live too, and a new boot of the node would fail
+    # ("File exists"). Wait for both, up to ``timeout``.
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = _kill_members(node_cgroups(node))
+        veth = Path("/sys/class/net") / host_veth(node)
+        if not alive and not veth.exists():
+            break
+        if time.monotonic() > deadline:
+            if veth.exists():  # its namespace outlived the node: take the link away ourselves
+                run(["ip", "link", "delete", veth.name], check=False)
+            break
+        time.sleep(0.2)
     _remove_cgroups(node)
     (state_dir / f"{node.name}.pid").unlink(missing_ok=True)
+
+
+def host_veth(node: NodeSpec) -> str:
+    """The host side of the node's --network-bridge link: systemd-nspawn names it "vb-" and
+    the machine name, cut to the kernel's 15 characters."""
+    return f"vb-{node.machine}"[:15]
 
 
 def machines_running(lab: str) -> dict[str, int]:
@@ -344,8 +371,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-def wait_ssh(address: str, port: int = 22, timeout: float = 60.0) -> float:
-    """Wait until sshd answers with its banner; return the seconds waited."""
+def wait_ssh(address: str, port: int = 22, timeout: float = 60.0, running: Callable[[], bool] | None = None) -> float:
+    """Wait until sshd answers with its banner; return the seconds waited. ``running``: whether
+    the node still runs; once it does not, waiting longer is pointless."""
     import socket
 
     started = time.monotonic()
@@ -357,6 +385,8 @@ def wait_ssh(address: str, port: int = 22, timeout: float = 60.0) -> float:
                     return time.monotonic() - started
         except OSError:
             pass
+        if running is not None and not running():
+            raise LabError(f"{address}: the node stopped while booting, after {time.monotonic() - started:.0f}s")
         if time.monotonic() - started > timeout:
             raise LabError(f"{address}: sshd did not answer within {timeout:.0f}s; see the node's console log")
         time.sleep(0.3)

@@ -157,3 +157,29 @@ def installed_wheel(tmp: Path) -> Path:
         [str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, capture_output=True, timeout=900
     )
     return venv
+
+
+def cluster_scope(nodeid: str) -> str:
+    """The tests that share one lab cluster: a package with its own cluster fixture (tests/e2e/ha)
+    or else a module (its module-scoped cluster)."""
+    module = nodeid.split("::", 1)[0]
+    parts = module.split("/")
+    if "e2e" in parts and len(parts) > parts.index("e2e") + 2:
+        return "/".join(parts[: parts.index("e2e") + 2])
+    return module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs the e2e tests in two pytest-xdist workers (`-n 2`): each brings up its own
+    lab clusters, which much of the time wait on boots, SSH round trips and Kubernetes' timers
+    rather than on the 2 cores. Every test of one cluster goes to one worker, in file order, so
+    that each cluster is created once. (xdist's own `--dist loadgroup` marks do not group with
+    pytest 9.2, whose node ids xdist can no longer rewrite.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByCluster(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return cluster_scope(nodeid)
+
+    return ByCluster(config, log)

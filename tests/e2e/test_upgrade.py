@@ -148,6 +148,29 @@ def _upgrade_killed_while_draining_a_worker(cluster: Cluster, args: list[str]) -
     assert proc.returncode == -signal.SIGKILL
 
 
+def test_chaos_refuses_to_kill_the_only_control_plane(cluster_u: Cluster, tmp_path: Path) -> None:
+    """`cluster chaos -e kill-control-plane` on a cluster with one control plane: exit 2 with one
+    line naming it, and every node untouched (no marker, no undo timer, its services running).
+    (Here rather than in tests/e2e/ha: this cluster has the one control plane.)"""
+    proc = provisioner(
+        "cluster", "chaos", "-f", str(cluster_u.file), "--state-dir", str(cluster_u.state_dir),
+        "--yes", "-e", "kill-control-plane", "--report", str(tmp_path), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    # etcd's quorum is checked first: cp1 is also the one etcd member
+    assert errors[0].startswith("error: kill-control-plane on cp1 would "), errors
+    assert errors[0].endswith("nothing was changed"), errors
+    for row in cluster_u.lab.status():
+        host = testinfra.get_host(f"paramiko://root@{row['address']}?ssh_identity_file={cluster_u.lab.key}")
+        assert not host.file("/run/provisioner-chaos/active.json").exists, row["node"]
+        assert host.run("systemctl is-active provisioner-chaos-undo.timer").stdout.strip() != "active"
+        units = ["kubelet", "containerd", *(["etcd", "kube-apiserver"] if "control-plane" in row["roles"] else [])]
+        for unit in units:
+            assert host.service(unit).is_running, f"{unit} on {row['node']}"
+
+
 def test_a_full_disk_at_the_snapshot_stops_the_upgrade_before_it_starts(cluster_u: Cluster) -> None:
     """etcd's snapshot before an upgrade does not fit on the member: the command stops with
     the reason, and no node was touched."""

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import Templar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,9 +21,10 @@ from typer.testing import CliRunner
 from provisioner import defaults, pki, plan, spec
 from provisioner.cli import app
 from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER
+from tests.unit import role_templates
+from tests.unit.role_templates import host_vars, templar
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ROOT / "provisioner" / "playbooks" / "roles"
 SAMPLE = ROOT / "inventory" / "sample" / "ha.yaml"
 BUSYBOX = "provisioner.local/busybox:1.36.1"
 DOWNLOADS = {
@@ -56,38 +56,18 @@ def cluster(**addons: Any) -> spec.ClusterSpec:
     return spec.from_dict(data)
 
 
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def variables(c: spec.ClusterSpec, role: str = "addons", **extra: Any) -> tuple[Templar, dict[str, Any]]:
-    loader = DataLoader()
-    cp = c.control_planes[0]
-    values: dict[str, Any] = {
-        **defaults.group_vars(c, CLUSTER_DIR[0] if CLUSTER_DIR else Path("/state") / c.name),
+    values = {
+        **host_vars(c, state_dir=CLUSTER_DIR[0] if CLUSTER_DIR else None),
         "download_artifacts": DOWNLOADS,
-        "removing": [],
-        "inventory_hostname": cp.name,
-        "ip": cp.address,
-        "groups": {"etcd": [n.name for n in c.etcd_members]},
-        "group_names": ["etcd", "kube_control_plane"],
-        "hostvars": {n.name: {"ip": n.address} for n in c.nodes},
         **extra,
     }
-    role_defaults = loader.load_from_file(str(ROLES / role / "defaults" / "main.yml"))
-    values = {**_trusted(role_defaults), **values}
-    return Templar(loader=loader, variables=values), values
+    t = templar(role, values)
+    return t, dict(t.available_variables)
 
 
 def render(c: spec.ClusterSpec, template: str, role: str = "addons", **extra: Any) -> str:
-    templar, _ = variables(c, role, **extra)
-    return str(templar.template(trust_as_template((ROLES / role / "templates" / template).read_text())))
+    return role_templates.render(role, template, variables(c, role, **extra)[1])
 
 
 def objects(c: spec.ClusterSpec, template: str) -> dict[str, dict[str, Any]]:

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 from cryptography import x509
 
 from provisioner import defaults, pki, preflight, spec
+from tests.unit import role_templates
+from tests.unit.role_templates import host_vars
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ROOT / "provisioner" / "playbooks" / "roles"
 HA = ROOT / "inventory" / "sample" / "ha.yaml"
 SERVICE_IP = "10.233.0.1"
 VIP = "192.168.250.250"
@@ -35,32 +34,10 @@ def cluster(vip: dict[str, Any] | None = {"address": VIP}, control_planes: int =
     return spec.from_dict(data)
 
 
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def render(c: spec.ClusterSpec, host: str, removing: list[str] | None = None, device: str = "eth0") -> str:
     """keepalived.conf as the api_vip role renders it on ``host``."""
-    loader = DataLoader()
-    node = c.node(host)
-    variables: dict[str, Any] = {
-        **defaults.group_vars(c, Path("/state") / c.name),
-        "removing": removing or [],
-        "inventory_hostname": host,
-        "ip": node.address,
-        "groups": {"kube_control_plane": [n.name for n in c.control_planes]},
-        "hostvars": {n.name: {"ip": n.address} for n in c.nodes},
-        "api_vip_device": device,
-    }
-    role_defaults = _trusted(loader.load_from_file(str(ROLES / "api_vip" / "defaults" / "main.yml")))
-    templar = Templar(loader=loader, variables={**role_defaults, **variables})
-    return templar.template(trust_as_template((ROLES / "api_vip" / "templates" / "keepalived.conf.j2").read_text()))
+    variables = {**host_vars(c, host), "removing": removing or [], "api_vip_device": device}
+    return role_templates.render("api_vip", "keepalived.conf.j2", variables)
 
 
 def block(conf: str, name: str) -> list[str]:

@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
 from provisioner import defaults, spec
+from tests.unit import role_templates
+from tests.unit.role_templates import host_vars
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ROOT / "provisioner" / "playbooks" / "roles"
 SAMPLE = ROOT / "inventory" / "sample" / "ha.yaml"
 
 
@@ -31,37 +30,10 @@ def problems(**hardening: Any) -> list[str]:
     return err.value.problems
 
 
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def render(role: str, template: str, c: spec.ClusterSpec, **host: Any) -> str:
     """A role's template as Ansible renders it on the first control plane."""
-    loader = DataLoader()
-    cp = c.control_planes[0]
-    variables: dict[str, Any] = {
-        **defaults.group_vars(c, Path("/state") / c.name),
-        "removing": [],
-        "inventory_hostname": cp.name,
-        "ip": cp.address,
-        "groups": {"etcd": [n.name for n in c.etcd_members]},
-        "group_names": ["etcd", "kube_control_plane"],
-        "hostvars": {n.name: {"ip": n.address} for n in c.nodes},
-        "node_cgroup_version": 2,
-        "node_taints": [],
-        "node_labels": {},
-        **host,
-    }
-    role_defaults = ROLES / role / "defaults" / "main.yml"
-    variables = {**_trusted(loader.load_from_file(str(role_defaults))), **variables}
-    templar = Templar(loader=loader, variables=variables)
-    return templar.template(trust_as_template((ROLES / role / "templates" / template).read_text()))
+    variables = {**host_vars(c), "node_cgroup_version": 2, "node_taints": [], "node_labels": {}, **host}
+    return role_templates.render(role, template, variables)
 
 
 def unit_flags(text: str) -> dict[str, str]:

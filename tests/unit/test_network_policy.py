@@ -21,7 +21,8 @@ from provisioner.mirror import build
 from provisioner.mirror.manifest import Artifact, Manifest
 from provisioner.paths import GO_MODULES
 from provisioner.versions import KUBE_ROUTER, RELEASES
-from tests.unit.test_hardening import ROLES, render, unit_flags
+from tests.unit.role_templates import ROLES
+from tests.unit.test_hardening import render, unit_flags
 from tests.unit.test_mirror_build import FAKE_GO, Log, Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
