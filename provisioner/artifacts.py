@@ -41,6 +41,7 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("image-busybox", "*"),
         ("image-metrics-server", "metrics-server"),
         ("image-local-path", "local-path"),
+        ("image-agnhost", "*"),
     ],
     "kube_control_plane": [
         ("kube-apiserver", "kubernetes"),
@@ -49,6 +50,11 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
     ],
     "etcd": [("etcd", "etcd"), ("etcdctl", "etcd"), ("etcdutl", "etcd")],
 }
+
+
+# Test artifacts: fetched when the mirror has them (`provisioner mirror build` makes them; a
+# files_repo of one's own need not), so that the upstream e2e tests find their image offline.
+OPTIONAL = {"image-agnhost"}
 
 
 def fetch_manifest(files_repo: str, timeout: float = 10.0) -> Manifest:
@@ -115,7 +121,7 @@ def downloads(
     for group, needs in NEEDS.items():
         items = []
         for name, key in needs:
-            if name in unwanted:
+            if name in unwanted or (name in OPTIONAL and not manifest.versions(name)):
                 continue
             a = _pick(manifest, name, wanted[key])
             path = PurePosixPath(a.path)

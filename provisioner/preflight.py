@@ -58,31 +58,58 @@ echo "arch=$(uname -m)"
   sub(/.*users:\(\("/,"",m); sub(/".*/,"",m); print "listen=" p "/" m}'
 (ip -o -4 addr show 2>/dev/null || true) | awk '{print "addr=" $2 "=" $4}'
 """
-# The kernel module of network.encapsulation: built in or loaded (/sys/module), a device of its kind
-# made in a throw-away network namespace (a machine container sees no /sys/module; the node's own
-# network is not touched), or a loadable module (modprobe -n).
-KMOD_PROBE = (
-    'root=""; [ "$(id -u)" = 0 ] || root="sudo -n"\n'
-    "if [ -d /sys/module/{m} ]; then echo kmod_{m}=loaded; "
-    "elif $root unshare -n sh -c 'ip link add pv-probe type {m} {args}' >/dev/null 2>&1; "
-    "then echo kmod_{m}=loaded; "
-    "elif modprobe -n -q {m} 2>/dev/null; then echo kmod_{m}=module; else echo kmod_{m}=missing; fi\n"
-)
-TUNNEL_PROBE_ARGS = {"vxlan": "id 1 dstport 4789", "ipip": "local 192.0.2.1"}
-# network.encapsulation -> the kernel module it needs
-TUNNEL_MODULES = {"vxlan": "vxlan", "ipip": "ipip"}
 # On a control plane of a cluster with an API VIP: does anything answer on the VIP already?
 VIP_PROBE = "if ping -c1 -W1 {vip} >/dev/null 2>&1; then echo vip_answers=1; else echo vip_answers=0; fi\n"
+# Whether the running kernel has a module: in it now (/sys/module, /proc/modules), built in
+# (modules.builtin), loadable (a .ko under /lib/modules/<release>), or not at all. A machine
+# container sees its host's kernel through /sys and /proc, and may have no /lib/modules. A tunnel's
+# module is also found by making a device of its kind in a throw-away network namespace (`unshare -n`;
+# the node's own network is not touched): a machine container of this lab sees no /sys/module.
+KMOD_PROBE = r"""
+m={module}; r=$(uname -r); root=""; [ "$(id -u)" = 0 ] || root="sudo -n"
+if [ -d /sys/module/$m ] || grep -qs "^$m " /proc/modules; then s=loaded
+elif grep -qs "/$m\.ko" /lib/modules/$r/modules.builtin; then s=builtin
+elif {device_test}; then s=loaded
+elif [ -n "$(find /lib/modules/$r -name "$m.ko*" 2>/dev/null | head -n 1)" ]; then s=module
+else s=missing; fi
+echo "kmod_$m=$s"
+echo "kernel=$r"
+"""
+
+
+# network.encapsulation -> its kernel module, and the device that shows the kernel has it
+TUNNEL_MODULES = {"vxlan": "vxlan", "ipip": "ipip"}
+DEVICE_TESTS = {
+    "vxlan": "$root unshare -n sh -c 'ip link add pv-probe type vxlan id 1 dstport 4789' >/dev/null 2>&1",
+    "ipip": "$root unshare -n sh -c 'ip link add pv-probe type ipip local 192.0.2.1' >/dev/null 2>&1",
+}
+
+
+def kmod_probe(module: str) -> str:
+    return KMOD_PROBE.format(module=module, device_test=DEVICE_TESTS.get(module, "false"))
+
+
+def kernel_modules(spec: ClusterSpec) -> dict[str, tuple[str, str]]:
+    """The kernel modules the cluster file needs on every node -> (the setting that needs it,
+    what to do on a kernel without it)."""
+    needed = {}
+    if spec.kubernetes.proxy_mode == "ipvs":
+        needed["ip_vs"] = ("kubernetes.proxy_mode ipvs", "set kubernetes.proxy_mode to iptables or nftables")
+    if module := TUNNEL_MODULES.get(spec.network.encapsulation):
+        other = "vxlan" if module == "ipip" else "ipip"
+        needed[module] = (
+            f"network.encapsulation {spec.network.encapsulation}",
+            f"set network.encapsulation to {other} (or none, with every node on one L2 subnet)",
+        )
+    return needed
 
 
 def probe_for(node: Node, spec: ClusterSpec) -> str:
     """The probe script for one host (the VIP's address is an IPv4 address: spec.py checks it)."""
-    probe = PROBE
-    if module := TUNNEL_MODULES.get(spec.network.encapsulation):
-        probe += KMOD_PROBE.format(m=module, args=TUNNEL_PROBE_ARGS[module])
+    script = PROBE + "".join(kmod_probe(m) for m in kernel_modules(spec))
     if spec.api_vip is not None and "control-plane" in node.roles:
-        probe += VIP_PROBE.format(vip=spec.api_vip.address)
-    return probe
+        script += VIP_PROBE.format(vip=spec.api_vip.address)
+    return script
 
 
 @dataclass
@@ -194,24 +221,28 @@ def judge(node: Node, spec: ClusterSpec, facts: dict[str, str], listening: dict[
     checks.append(
         Check("ports", not busy, "free" if not busy else "in use: " + ", ".join(busy) + "; stop what holds them")
     )
-    if module := TUNNEL_MODULES.get(spec.network.encapsulation):
-        checks.append(kernel_module_check(spec.network.encapsulation, module, facts.get(f"kmod_{module}", "")))
     if spec.api_vip is not None and "control-plane" in node.roles:
         checks.append(vip_subnet_check(node, spec, facts.get("addrs", "")))
+    checks += [kernel_module_check(m, need, facts) for m, need in kernel_modules(spec).items()]
     return checks
 
 
-def kernel_module_check(encapsulation: str, module: str, state: str) -> Check:
-    """network.encapsulation needs its tunnel in the kernel: built in, loaded, or a loadable module."""
-    if state == "loaded":
-        return Check("kernel", True, f"{module} (network.encapsulation {encapsulation}) is in the kernel")
+def kernel_module_check(module: str, need: tuple[str, str], facts: dict[str, str]) -> Check:
+    """``module`` is in the node's kernel, or can be loaded; otherwise the setting that needs it
+    cannot work there (``need``: the setting, what to do instead)."""
+    state = facts.get(f"kmod_{module}", "")
+    release = facts.get("kernel") or "?"
+    name = f"kernel {module}"
+    if state in ("loaded", "builtin"):
+        return Check(name, True, f"{module} in kernel {release}")
     if state == "module":
-        return Check("kernel", True, f"{module} (network.encapsulation {encapsulation}) is a loadable module")
+        return Check(name, True, f"{module} loadable (/lib/modules/{release})")
+    setting, instead = need
     return Check(
-        "kernel",
+        name,
         False,
-        f"the kernel has no module {module}, which network.encapsulation {encapsulation} needs (neither built in "
-        f"nor loadable: modprobe -n {module} fails); use a kernel with it, or another network.encapsulation",
+        f"{setting} needs the kernel module {module}, and kernel {release} has none (not in /proc/modules or "
+        f"/sys/module/{module}, nor under /lib/modules/{release}); use a kernel with it, or {instead}",
     )
 
 

@@ -65,6 +65,7 @@ BUSYBOX_APPLETS = (
 PAUSE_IMAGE = "registry.k8s.io/pause"
 COREDNS_IMAGE = "registry.k8s.io/coredns/coredns"
 TEST_IMAGE = "provisioner.local/busybox"
+AGNHOST_IMAGE = "registry.k8s.io/e2e-test-images/agnhost"
 
 
 class MirrorBuildError(ProvisionerError):
@@ -179,13 +180,16 @@ class Builder:
         ldflags: str = "-s -w",
         tags: tuple[str, ...] = (),
         what: str = "",
+        tests: bool = False,
     ) -> bool:
         """Build ``{binary name: package}`` of ``provisioner/mirror/go/<module>`` into ``out``; False if
-        fresh (said as "<what>: cached"); a real build is shown, binary by binary, while it runs."""
+        fresh (said as "<what>: cached"); a real build is shown, binary by binary, while it runs.
+        ``tests``: each package's test binary (``go test -c``) instead of its command."""
         what = what or module
         mdir = GO_MODULES / module
         names, packages = list(binaries), list(binaries.values())
         sum_file = mdir / "go.sum"
+        tools = mdir / "tools.go"
         stamp = self._stamp(
             (mdir / "go.mod").read_bytes(),
             sum_file.read_bytes() if sum_file.exists() else b"",
@@ -193,6 +197,7 @@ class Builder:
             ldflags,
             ",".join(tags),
             self._go_version(),
+            *(["go test -c", tools.read_bytes() if tools.exists() else b""] if tests else []),
         )
         if self._fresh(out, stamp, names):
             self.say(f"{what}: cached")
@@ -203,14 +208,15 @@ class Builder:
         tmp.mkdir(parents=True)
         with self.working(f"{what}: building {', '.join(names)}") as status:
             for i, (pkg, name) in enumerate(zip(packages, names, strict=True), 1):
-                status(f"{what}: go build {name}" + (f" ({i}/{len(names)})" if len(names) > 1 else ""))
-                cmd = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp / name)]
+                go = ["go", "test", "-c"] if tests else ["go", "build"]
+                status(f"{what}: {' '.join(go)} {name}" + (f" ({i}/{len(names)})" if len(names) > 1 else ""))
+                cmd = [*go, "-trimpath", "-ldflags", ldflags, "-o", str(tmp / name)]
                 if tags:
                     cmd += ["-tags", ",".join(tags)]
                 proc = subprocess.run([*cmd, pkg], cwd=mdir, env=self.go_env(), capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise MirrorBuildError(
-                        f"go build {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}"
+                        f"{' '.join(go)} {pkg} (provisioner/mirror/go/{module}) failed:\n{proc.stderr.strip()[-2000:]}"
                     )
         for name in names:
             (tmp / name).replace(out / name)
@@ -229,27 +235,10 @@ class Builder:
 
     # -- components -----------------------------------------------------------------------
     def kubernetes(self, version: str) -> list[Artifact]:
-        minor = re.match(r"^v1\.(\d+)\.\d+$", version)
-        if not minor:
-            raise MirrorBuildError(f"--kubernetes: {version!r} is not a version like v1.37.2")
-        module = f"kubernetes-1.{minor.group(1)}"
-        pinned = module_requirement(GO_MODULES / module, "k8s.io/kubernetes")
-        if pinned != version:
-            raise MirrorBuildError(
-                f"--kubernetes: {version} is not pinned; provisioner/mirror/go/{module} pins {pinned or 'nothing'}"
-            )
-        ld = ["-s", "-w"]
-        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-            ld += [
-                f"-X {pkg}.gitVersion={version}",
-                f"-X {pkg}.gitMajor=1",
-                f"-X {pkg}.gitMinor={minor.group(1)}",
-                f"-X {pkg}.gitTreeState=clean",
-                f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
-            ]
+        module = kube_module(version)
         out = self.mirror / "kubernetes" / version / "linux" / "amd64"
         binaries = {b: f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES}
-        self.go_build(module, binaries, out, " ".join(ld), what=f"kubernetes {version}")
+        self.go_build(module, binaries, out, kube_ldflags(version), what=f"kubernetes {version}")
         return [describe(self.mirror, out / b, name=b, version=version, component="kubernetes") for b in KUBE_BINARIES]
 
     def etcd(self) -> list[Artifact]:
@@ -299,8 +288,9 @@ class Builder:
             describe(self.mirror, out / "kube-router", name="kube-router", version=version, component="kube-router")
         ]
 
-    def debian(self, package: str) -> tuple[Path, str]:
-        """Download a Debian package (through the host's apt) and unpack it; (root, version)."""
+    def debian(self, package: str, quiet: bool = False) -> tuple[Path, str]:
+        """Download a Debian package (through the host's apt) and unpack it; (root, version).
+        ``quiet``: say nothing when it is cached (one of many a step needs)."""
         debs = self.cache / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         found = sorted(debs.glob(f"{package}_*.deb"))
@@ -318,7 +308,8 @@ class Builder:
         ).stdout.strip()
         root = debs / (deb.stem + ".x")
         if root.exists():
-            self.say(f"{package} {upstream_version(version)}: cached")
+            if not quiet:
+                self.say(f"{package} {upstream_version(version)}: cached")
         else:
             self._worked = True
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -439,6 +430,127 @@ class Builder:
         image = oci.Image(f"{TEST_IMAGE}:{version}", entries, [], cmd=["sh"])
         return [self._image(image, f"busybox-{version}.oci.tar", "image-busybox", version)]
 
+    # -- upstream tests -----------------------------------------------------------------------
+    def e2e_test(self, version: str) -> list[Artifact]:
+        """Kubernetes' own end-to-end test binary (``go test -c k8s.io/kubernetes/test/e2e``), from the
+        release's pinned module (its test-only imports are kept in the module by tools.go)."""
+        module = kube_module(version)
+        out = self.mirror / "kubernetes-test" / version / "linux" / "amd64"
+        self.go_build(
+            module,
+            {"e2e.test": "k8s.io/kubernetes/test/e2e"},
+            out,
+            kube_ldflags(version),
+            what=f"e2e.test {version}",
+            tests=True,
+        )
+        return [describe(self.mirror, out / "e2e.test", name="e2e.test", version=version, component="kubernetes-test")]
+
+    def agnhost_image(self, version: str) -> list[Artifact]:
+        """agnhost, the e2e tests' workload image, built from the release's module and packed under
+        the name and tag its e2e framework asks for (test/utils/image/manifest.go), with what the
+        tests run in it as upstream's image has: a shell (dash as sh, and bash), core tools
+        (busybox), curl and nc (OpenBSD netcat: UDP, timeouts) with their libraries, from Debian's
+        packages."""
+        module = kube_module(version)
+        source = self.module_dir(module, "k8s.io/kubernetes")
+        tag = agnhost_tag(source)
+        out = self.cache / "build" / "agnhost" / tag
+        ld = f"-s -w -X main.Version={tag}"
+        self.go_build(module, {"agnhost": "k8s.io/kubernetes/test/images/agnhost"}, out, ld, what=f"agnhost {tag}")
+        busybox, _ = self.debian("busybox-static")
+        entries = [
+            oci.Entry("bin", directory=True),
+            oci.Entry("tmp", directory=True, mode=0o1777),
+            oci.Entry("uploads", directory=True),  # netexec's upload directory
+            oci.Entry("etc", directory=True),
+            oci.Entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+            oci.Entry("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n"),
+            oci.Entry("etc/nsswitch.conf", data=b"hosts: files dns\n"),
+            oci.Entry("bin/busybox", source=busybox / "bin/busybox", mode=0o755),
+            oci.Entry("agnhost", source=out / "agnhost", mode=0o755),
+            oci.Entry("agnhost-2", link="agnhost"),  # the entrypoint tests run it under this name
+        ]
+        # every applet of busybox, as upstream's image has, but its shell: busybox's own shell runs
+        # its applets before PATH (nc without -u), so the shell is dash
+        listed = subprocess.run([busybox / "bin/busybox", "--list"], capture_output=True, text=True, check=True)
+        applets = sorted(set(listed.stdout.split()) - {"busybox", "sh", "ash", "hush", "nc", "bash"})
+        entries += [oci.Entry(f"bin/{a}", link="busybox") for a in applets]
+        entries.append(oci.Entry("bin/sh", link="dash"))
+        entries += self.debian_executables(
+            {"bin/dash": "dash", "bin/bash": "bash", "usr/bin/curl": "curl", "bin/nc": "netcat-openbsd"}
+        )
+        image = oci.Image(
+            f"{AGNHOST_IMAGE}:{tag}",
+            entries,
+            ["/agnhost"],
+            cmd=["pause"],
+            ports=["80/tcp", "8080/tcp", "8081/tcp", "9376/tcp", "5000/tcp"],
+        )
+        return [self._image(image, f"agnhost-{tag}.oci.tar", "image-agnhost", tag)]
+
+    def module_dir(self, module: str, path: str) -> Path:
+        """Where the Go module cache holds ``path`` as ``provisioner/mirror/go/<module>`` requires it."""
+        proc = subprocess.run(
+            ["go", "list", "-m", "-f", "{{.Dir}}", path],
+            cwd=GO_MODULES / module,
+            env=self.go_env(),
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise MirrorBuildError(f"go list -m {path} (provisioner/mirror/go/{module}) failed: {proc.stderr.strip()}")
+        return Path(proc.stdout.strip())
+
+    def debian_executables(self, wanted: dict[str, str]) -> list[oci.Entry]:
+        """Dynamically linked programs of Debian packages, ``{path in the image: package}``, with
+        every shared library they load (their DT_NEEDED closure, read from the ELF files) and the
+        dynamic loader, all taken from Debian's packages (the programs' dependencies, downloaded
+        through apt like the mirror's other Debian parts)."""
+        packages = apt_dependencies(sorted(set(wanted.values())))
+        roots = [self.debian(p, quiet=True)[0] for p in packages]
+        libraries: dict[str, Path] = {}  # soname -> the file (symbolic links followed inside its package)
+        for root in roots:
+            for libdir in ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"):
+                for f in sorted((root / libdir).glob("*.so*")) if (root / libdir).is_dir() else []:
+                    libraries.setdefault(f.name, resolve_in(root, f))
+        entries: list[oci.Entry] = [
+            oci.Entry("lib", directory=True),
+            oci.Entry("lib/x86_64-linux-gnu", directory=True),
+            oci.Entry("lib64", directory=True),
+            oci.Entry("usr", directory=True),
+            oci.Entry("usr/bin", directory=True),
+        ]
+        todo: list[Path] = []
+        for target, package in wanted.items():
+            root = self.debian(package, quiet=True)[0]
+            name = Path(target).name
+            found = [p for d in ("usr/bin", "bin") for p in (root / d).glob(f"{name}*") if p.is_file()]
+            program = next((p for p in found if p.name == name), None) or next(
+                (p for p in found if not p.is_symlink()), None
+            )
+            if program is None:
+                raise MirrorBuildError(f"Debian package {package} has no program {name}")
+            program = resolve_in(root, program)
+            entries.append(oci.Entry(target, source=program, mode=0o755))
+            todo.append(program)
+        done: set[str] = set()
+        while todo:
+            for soname in elf_needed(todo.pop().read_bytes()):
+                if soname in done:
+                    continue
+                done.add(soname)
+                lib = libraries.get(soname)
+                if lib is None:
+                    raise MirrorBuildError(f"{soname} (needed by {', '.join(wanted)}) is in none of {packages}")
+                entries.append(oci.Entry(f"lib/x86_64-linux-gnu/{soname}", source=lib, mode=0o755))
+                todo.append(lib)
+        if "ld-linux-x86-64.so.2" not in done:  # libc.so.6 needs it: always there
+            raise MirrorBuildError("no dynamic loader (ld-linux-x86-64.so.2) among the libraries of libc6")
+        # the programs' ELF interpreter
+        entries.append(oci.Entry("lib64/ld-linux-x86-64.so.2", link="/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"))
+        return entries
+
     # -- all --------------------------------------------------------------------------------
     def build(self, kubernetes: list[str]) -> Manifest:
         from provisioner.versions import RELEASES
@@ -460,12 +572,115 @@ class Builder:
             ("image-metrics-server", self.metrics_server_image),
             ("image-local-path", self.local_path_image),
         ]
+        if kubernetes:  # the upstream tests of the newest release: its e2e test binary and agnhost
+            newest = max(kubernetes, key=lambda v: tuple(int(x) for x in v.lstrip("v").split(".")))
+            steps += [
+                ("e2e.test", lambda: self.e2e_test(newest)),
+                ("image-agnhost", lambda: self.agnhost_image(newest)),
+            ]
         for key, step in steps:
             manifest.replace(self._timed(key, step))
             manifest.write(self.mirror)
         manifest.meta = {"built_by": "provisioner mirror build", "kubernetes": sorted(kubernetes)}
         manifest.write(self.mirror)
         return manifest
+
+
+def kube_module(version: str) -> str:
+    """``v1.37.2`` -> ``kubernetes-1.37``, the module in ``provisioner/mirror/go`` that must pin it."""
+    minor = re.match(r"^v1\.(\d+)\.\d+$", version)
+    if not minor:
+        raise MirrorBuildError(f"--kubernetes: {version!r} is not a version like v1.37.2")
+    module = f"kubernetes-1.{minor.group(1)}"
+    pinned = module_requirement(GO_MODULES / module, "k8s.io/kubernetes")
+    if pinned != version:
+        raise MirrorBuildError(
+            f"--kubernetes: {version} is not pinned; provisioner/mirror/go/{module} pins {pinned or 'nothing'}"
+        )
+    return module
+
+
+def kube_ldflags(version: str) -> str:
+    """The version stamped into Kubernetes' binaries (and the e2e test binary), as its release does."""
+    minor = version.split(".")[1]
+    ld = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        ld += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor=1",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return " ".join(ld)
+
+
+def agnhost_tag(kubernetes_source: Path) -> str:
+    """The agnhost tag this release's e2e framework asks for (test/utils/image/manifest.go)."""
+    manifest = kubernetes_source / "test/utils/image/manifest.go"
+    m = re.search(r'configs\[Agnhost\]\s*=\s*Config\{[^,]+,\s*"agnhost",\s*"([^"]+)"\}', manifest.read_text())
+    if not m:
+        raise MirrorBuildError(f"{manifest}: no agnhost image (configs[Agnhost]) found")
+    return m.group(1)
+
+
+def apt_dependencies(packages: list[str]) -> list[str]:
+    """``packages`` and everything they depend on (Depends and Pre-Depends, recursively), by apt."""
+    proc = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+         "--no-breaks", "--no-replaces", "--no-enhances", *packages],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise MirrorBuildError(f"apt-cache depends {' '.join(packages)}: {proc.stderr.strip()[-300:]}")
+    names = [line.strip() for line in proc.stdout.splitlines() if line and not line[0].isspace()]
+    return sorted({n for n in names if not n.startswith("<") and ":" not in n})
+
+
+def resolve_in(root: Path, path: Path) -> Path:
+    """``path`` inside an unpacked package ``root``, its symbolic links followed inside ``root``."""
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = os.readlink(path)
+        path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
+    raise MirrorBuildError(f"{path}: too many symbolic links")
+
+
+def elf_needed(data: bytes) -> list[str]:
+    """The shared libraries (DT_NEEDED) a 64-bit little-endian ELF file names."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise MirrorBuildError("not a 64-bit little-endian ELF file")
+    shoff, shentsize, shnum = (
+        int.from_bytes(data[0x28:0x30], "little"),
+        int.from_bytes(data[0x3A:0x3C], "little"),
+        int.from_bytes(data[0x3C:0x3E], "little"),
+    )
+    sections = []
+    for i in range(shnum):
+        h = data[shoff + i * shentsize : shoff + (i + 1) * shentsize]
+        sections.append(
+            (
+                int.from_bytes(h[4:8], "little"),  # sh_type
+                int.from_bytes(h[24:32], "little"),  # sh_offset
+                int.from_bytes(h[32:40], "little"),  # sh_size
+                int.from_bytes(h[40:44], "little"),  # sh_link
+            )
+        )
+    needed = []
+    for kind, offset, size, link in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[link][1]
+        for at in range(offset, offset + size, 16):
+            tag, value = int.from_bytes(data[at : at + 8], "little"), int.from_bytes(data[at + 8 : at + 16], "little")
+            if tag == 0:  # DT_NULL
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab + value)
+                needed.append(data[strtab + value : end].decode())
+    return needed
 
 
 def module_requirement(module_dir: Path, path: str) -> str:

@@ -46,7 +46,8 @@ WORKLOAD_PROCESSES = ("pause", "httpd", "sleep", "containerd-shim", "coredns")
 TUNNEL_KINDS = ("ipip", "gre", "gretap", "sit", "vxlan", "geneve", "wireguard", "ip6tnl")
 # the node's own link to the lab bridge (systemd-nspawn's veth); not the cluster's
 LAB_LINKS = ("lo", "host0")
-MARKS = ("KUBE-", "CNI-", "provisioner-nat-outgoing")
+# kube-proxy's nftables mode keeps its rules in its own tables (`table ip kube-proxy`)
+MARKS = ("KUBE-", "CNI-", "provisioner-nat-outgoing", "kube-proxy")
 
 
 def leftovers(host: Any) -> list[str]:

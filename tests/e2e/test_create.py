@@ -395,7 +395,8 @@ def test_encapsulation_ipip_fails_in_preflight_where_the_kernel_lacks_it(cluster
     proc = provisioner("cluster", "preflight", "-f", str(changed), "--state-dir", str(cluster_a.state_dir), check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     for name in ("cp1", "w1", "w2"):
-        assert re.search(rf"{name} \([0-9.]+\): kernel: the kernel has no module ipip", proc.stderr), proc.stderr
+        pattern = rf"{name} \([0-9.]+\): kernel ipip: network.encapsulation ipip needs the kernel module ipip"
+        assert re.search(pattern, proc.stderr), proc.stderr
 
 
 def test_encapsulation_ipip_data_path() -> None:
