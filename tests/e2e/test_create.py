@@ -23,7 +23,7 @@ import yaml
 
 from provisioner.lab.manager import DEFAULT_MIRROR
 from provisioner.versions import DEFAULT_KUBERNETES, SUPPORTED_KUBERNETES
-from tests.e2e import network_policy
+from tests.e2e import network_policy, upstream
 from tests.e2e.conftest import ROOT, Cluster, changed_tasks, create, installed_wheel, make_cluster, provisioner
 from tests.e2e.workloads import check_workloads
 
@@ -406,3 +406,23 @@ def test_encapsulation_ipip_data_path() -> None:
             "(test above); its BIRD, CNI and tunnel configuration is unit-tested (tests/unit/test_encapsulation.py)"
         )
     pytest.skip("ipip data path: needs a cluster created with encapsulation ipip; not run in this suite")
+
+
+# -- Kubernetes' own network tests, over VXLAN across the two subnets ----------------------------
+
+
+def test_upstream_networking_granular_checks_over_vxlan_cross_subnet(cluster_a: Cluster, tmp_path: Path) -> None:
+    """The Networking Granular Checks [Conformance] on this two-subnet cluster (vxlan,
+    cross-subnet): the framework's pods land on w1 and w2, one per subnet, so pod to pod and
+    node to pod go through the tunnel and the host's router. (The HA cluster runs them with
+    encapsulation none on one subnet: tests/e2e/ha/test_upstream.py.)"""
+    result = upstream.run_suite(cluster_a, upstream.GRANULAR_CHECKS, tmp_path)
+    assert result.passed, f"no spec ran:\n{result.output}"
+    assert not result.failed and result.returncode == 0, result.summary() + "\n" + result.output
+
+
+def test_upstream_network_policy_over_vxlan_cross_subnet(cluster_a: Cluster, tmp_path: Path) -> None:
+    """The focused Netpol subset (tests/e2e/upstream.py) with kube-router enforcing over the tunnel."""
+    result = upstream.run_suite(cluster_a, upstream.NETPOL_FOCUSED, tmp_path)
+    assert result.passed, f"no spec ran:\n{result.output}"
+    assert not result.failed and result.returncode == 0, result.summary() + "\n" + result.output
