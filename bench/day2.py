@@ -92,7 +92,7 @@ def main() -> None:
     up, reset = upgrade_and_reset("192.168.239.0/24")
     print(f"3-node minor upgrade: {verdict(up, TARGETS['upgrade'])} s; reset {reset:.0f} s")
     record(
-        "day-2 on the lab (bench/day2.py)",
+        "day-2 on the lab: +1 worker on 3 and 9 nodes, upgrade (bench/day2.py)",
         [
             "+1 worker on 3 nodes s",
             "+1 worker on 9 nodes s",
