@@ -179,6 +179,15 @@ def canary_state(deploy: dict[str, Any] | None, pods: dict[str, Any] | None) -> 
     return ready, wanted, where
 
 
+def live_pod_names(pods: dict[str, Any]) -> set[str]:
+    """The names of the pods in a list that are not being deleted."""
+    return {
+        p["metadata"]["name"]
+        for p in pods.get("items", [])
+        if p.get("metadata", {}).get("name") and not p["metadata"].get("deletionTimestamp")
+    }
+
+
 class Pollers:
     """The probe and observer threads, writing into one Timeline (under a lock)."""
 
@@ -193,6 +202,7 @@ class Pollers:
         self.threads: list[threading.Thread] = []
         self.nodes: dict[str, bool] = {}  # last seen Ready
         self.canary: tuple[int, int] = (0, 0)
+        self.canary_pods: set[str] | None = None  # names of the live canary pods at the last look
         self.poller_log = ""
 
     # -- probes ------------------------------------------------------------------------------
@@ -241,6 +251,11 @@ class Pollers:
                     kind = "canary-ready" if full else "canary-not-ready"
                     self.timeline.event(Event(t, kind, "", f"{ready}/{wanted}"))
                 self.canary = (ready, wanted)
+                live = live_pod_names(pods)
+                if self.canary_pods is not None:
+                    for name in sorted(live - self.canary_pods):  # its ReplicaSet made a new one
+                        self.timeline.event(Event(t, "canary-pod-created", "", name))
+                self.canary_pods = live
                 self.timeline.add("canary-ready", Sample(t, full, f"{ready}/{wanted}"))
             else:
                 self.timeline.add("canary-ready", Sample(t, False, "API unreachable"))

@@ -38,7 +38,8 @@ class Event:
 
 # Event kinds that show detection, per experiment signal (experiments.Signal values)
 DETECTION_KINDS = {
-    "pod-gone": ("canary-not-ready",),
+    # a replacement pod can be Ready before the observer's next look: its creation counts too
+    "pod-gone": ("canary-not-ready", "canary-pod-created"),
     "node-not-ready": ("node-not-ready",),
     "leader-change": ("peer-inactive", "leader-lost", "election-started", "leader-elected"),
 }

@@ -85,3 +85,34 @@ def test_timeline_json_is_relative_to_the_injection() -> None:
     assert data["series"]["api"] == [[0.25, True], [0.75, False, "HTTP 503"]]
     assert [e["kind"] for e in data["events"]] == ["inject", "node-not-ready"]
     assert tl.time_of("node-not-ready") == 101.0
+
+
+class FakeObserver:
+    """Unit-test fake of the observer's API proxy: answers from the dicts it is handed."""
+
+    def __init__(self) -> None:
+        self.pods: list[str] = []
+
+    def json(self, path: str) -> dict[str, object]:
+        if path.startswith("/api/v1/nodes"):
+            return {"items": []}
+        if "/deployments/" in path:
+            return {"spec": {"replicas": 2}}
+        ready = [{"type": "Ready", "status": "True"}]
+        return {"items": [{"metadata": {"name": n}, "status": {"conditions": ready}} for n in self.pods]}
+
+
+def test_a_replacement_pod_counts_as_detection_even_when_never_seen_not_ready() -> None:
+    """The ReplicaSet's new pod can be Ready before the observer looks again (CI saw it)."""
+    from provisioner.chaos.probe import Pollers
+
+    obs, tl = FakeObserver(), Timeline()
+    pollers = Pollers(obs, obs, "chaos", "token", tl)  # type: ignore[arg-type]
+    obs.pods = ["canary-a", "canary-b"]
+    pollers.observe_once()
+    obs.pods = ["canary-a", "canary-c"]  # b deleted, c already Ready at the next look
+    pollers.observe_once()
+    kinds = [(e.kind, e.detail) for e in tl.events]
+    assert ("canary-pod-created", "canary-c") in kinds
+    assert not any(k == "canary-not-ready" for k, _ in kinds)
+    assert detection(tl.events, "pod-gone", tl.events[0].t - 1.0) is not None
