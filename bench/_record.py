@@ -33,3 +33,9 @@ def record(section: str, columns: list[str], values: list[str]) -> None:
             text += "\n"
     BENCHMARKS.write_text(text)
     print(row)
+
+
+def verdict(value: float, target: float) -> str:
+    """``value`` beside its target: "17 (met)" or "41 (target <= 30: missed)"."""
+    shown = f"{value:.2f}".rstrip("0").rstrip(".")
+    return shown + (" (met)" if value <= target else f" (target <= {target:g}: missed)")

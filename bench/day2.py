@@ -19,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._record import record
+from bench._record import record, verdict
 from provisioner.lab.manager import DEFAULT_MIRROR, Lab
 from provisioner.versions import SUPPORTED_KUBERNETES
 
@@ -75,11 +75,6 @@ def upgrade_and_reset(subnet: str) -> tuple[float, float]:
 
 
 TARGETS = {"scale": 20.0, "ratio": 1.1, "upgrade": 60.0}
-
-
-def verdict(value: float, target: float) -> str:
-    shown = f"{value:.2f}".rstrip("0").rstrip(".")
-    return shown + (" (met)" if value <= target else f" (target <= {target:g}: missed)")
 
 
 def main() -> None:
