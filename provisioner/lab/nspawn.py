@@ -210,7 +210,11 @@ def _kill_members(paths: list[Path]) -> int:
     how many there were."""
     found = 0
     for procs in (f for path in paths if path.exists() for f in path.rglob("cgroup.procs")):
-        for p in procs.read_text().split():
+        try:
+            members = procs.read_text().split()
+        except OSError:  # ENOENT/ENODEV: the cgroup went away (its last process exited) meanwhile
+            continue
+        for p in members:
             try:
                 if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                     continue  # exited already; only its parent's wait() is left
