@@ -136,6 +136,7 @@ def group_vars(spec: ClusterSpec, cluster_dir: Path) -> dict[str, Any]:
         "kube_proxy_mode": spec.kubernetes.proxy_mode,
         "kubelet_fail_cgroup_v1": spec.kubernetes.fail_cgroup_v1,
         "kube_node_monitor_grace_period": spec.kubernetes.node_monitor_grace_period,
+        "kubelet_eviction_hard": dict(spec.kubernetes.eviction_hard),
         "pod_subnet": net.pod_subnet,
         "service_subnet": net.service_subnet,
         "node_prefix": net.node_prefix,

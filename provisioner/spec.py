@@ -58,6 +58,10 @@ class Kubernetes(_Model):
     # its lease before it is marked NotReady (and its pods leave their Services' endpoints).
     # Kubernetes' default, 50 s, is most of the time it takes to notice a dead node.
     node_monitor_grace_period: int = 50
+    # kubelet evictionHard: signal -> threshold ("10%", "500Mi"). Empty = the kubelet's defaults
+    # (memory.available 100Mi, nodefs.available 10%, imagefs.available 15%, inodesFree 5%).
+    # A map that is given replaces them all, so name every signal you want kept.
+    eviction_hard: dict[str, str] = Field(default_factory=dict)
 
 
 class Network(_Model):
@@ -518,11 +522,45 @@ def check(spec: ClusterSpec) -> list[str]:
             "kubernetes.node_monitor_grace_period: must be between 15 and 3600 seconds "
             "(the kubelet renews its lease every 10 s)"
         )
+    p += eviction_problems(spec.kubernetes.eviction_hard)
     p += hardening_problems(spec.hardening)
     p += addons_problems(spec.addons)
     p += chaos_problems(spec.chaos)
     if spec.api_vip is not None:
         p += api_vip_problems(spec.api_vip, addresses, pods, services)
+    return p
+
+
+EVICTION_SIGNALS = (
+    "memory.available",
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "imagefs.inodesFree",
+    "containerfs.available",
+    "containerfs.inodesFree",
+    "pid.available",
+)
+_THRESHOLD = re.compile(r"^(\d+(\.\d+)?%|\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?)$")
+
+
+def eviction_problems(eviction: dict[str, str]) -> list[str]:
+    p = []
+    for signal, threshold in eviction.items():
+        if signal not in EVICTION_SIGNALS:
+            near = difflib.get_close_matches(signal, EVICTION_SIGNALS, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            p.append(
+                f"kubernetes.eviction_hard.{signal}: not a kubelet eviction signal; "
+                f"{hint}one of {', '.join(EVICTION_SIGNALS)}"
+            )
+        elif not _THRESHOLD.match(str(threshold)) or (
+            str(threshold).endswith("%") and float(str(threshold)[:-1]) > 100
+        ):
+            p.append(
+                f"kubernetes.eviction_hard.{signal}: {threshold!r} is not a threshold; "
+                "write a percentage (10%) or a quantity (500Mi)"
+            )
     return p
 
 

@@ -22,6 +22,20 @@ REQUIRED = {
 }
 
 
+# The lab's kubelets take the host's disk for their own (nodefs, imagefs). At the kubelet's default
+# thresholds (10 % and 15 % free) a host disk filled by other things, such as Go caches, taints
+# every lab node with disk-pressure and evicts its pods. The lab's cluster file therefore sets
+# these thresholds, and `lab up` refuses on a host disk with less than LAB_MIN_FREE_PCT free.
+LAB_EVICTION_HARD = {
+    "memory.available": "100Mi",
+    "nodefs.available": "5%",
+    "nodefs.inodesFree": "5%",
+    "imagefs.available": "5%",
+    "imagefs.inodesFree": "5%",
+}
+LAB_MIN_FREE_PCT = 10  # twice the thresholds above: room for the images and logs of the nodes
+
+
 class LabError(ProvisionerError):
     """Something on the lab host is missing or wrong; the message says what to do."""
 
@@ -32,6 +46,20 @@ def require_host() -> None:
     missing = sorted({pkg for exe, pkg in REQUIRED.items() if shutil.which(exe) is None})
     if missing:
         raise LabError(f"missing host packages; install them with: apt-get install -y {' '.join(missing)}")
+
+
+def require_disk(path: Path) -> None:
+    """Refuse when the disk that holds the lab's nodes is nearly full (see LAB_EVICTION_HARD)."""
+    where = next(p for p in (path, *path.parents) if p.exists())
+    fs = os.statvfs(where)
+    free_pct = 100.0 * fs.f_bavail / fs.f_blocks if fs.f_blocks else 100.0
+    if free_pct < LAB_MIN_FREE_PCT:
+        need = (LAB_MIN_FREE_PCT / 100.0 * fs.f_blocks - fs.f_bavail) * fs.f_frsize / 2**30
+        raise LabError(
+            f"{path}: its disk has {fs.f_bavail * fs.f_frsize / 2**30:.0f} GiB free ({free_pct:.1f} %); the lab's "
+            f"kubelets share it and need {LAB_MIN_FREE_PCT} % free, or they taint their nodes with disk-pressure: "
+            f"free at least {need:.0f} GiB first"
+        )
 
 
 def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioner import ssh
 from provisioner.lab import base_image, cluster_file, nspawn, services
-from provisioner.lab.host import CACHE_ROOT, LAB_ROOT, LabError, require_host
+from provisioner.lab.host import CACHE_ROOT, LAB_EVICTION_HARD, LAB_ROOT, LabError, require_disk, require_host
 from provisioner.state import ClusterDir
 
 DEFAULT_SUBNET = "192.168.250.0/24"
@@ -207,6 +207,7 @@ class Lab:
         """``second_subnet``: a two-subnet lab (the workers alternate between the two bridges, and
         the host routes between them); its cluster file says encapsulation vxlan, cross-subnet."""
         require_host()
+        require_disk(self.root)
         timings: dict[str, float] = {}
         self.cluster.ensure()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +322,8 @@ class Lab:
     def write_cluster_file(self, st: LabState, files_repo: str) -> None:
         spec = {
             "name": self.name,
-            "kubernetes": {"proxy_mode": "iptables"},
+            # the host's disk is the nodes' disk: lower eviction thresholds (host.LAB_EVICTION_HARD)
+            "kubernetes": {"proxy_mode": "iptables", "eviction_hard": dict(LAB_EVICTION_HARD)},
             "network": {
                 "pod_subnet": "10.233.64.0/18",
                 "service_subnet": "10.233.0.0/18",
