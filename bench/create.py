@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,9 +66,20 @@ def create(lab: Lab, state: Path) -> tuple[float, dict]:
         text=True,
     )
     elapsed = time.monotonic() - t
+    keep_logs(state, lab.name)  # the state directory is temporary
     if proc.returncode != 0:
         sys.exit(f"create failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return elapsed, json.loads(proc.stdout)
+
+
+LOGS = Path(__file__).resolve().parents[1] / "build" / "bench-logs"
+
+
+def keep_logs(state: Path, cluster: str) -> None:
+    """Copy the run logs (their slowest tasks and wall time per play) to build/bench-logs/."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for log in (state / cluster / "logs").glob("*.log"):
+        shutil.copy2(log, LOGS / f"{cluster}-{log.name}")
 
 
 def per_host(result: dict) -> str:
