@@ -376,8 +376,12 @@ def _host_has_ipip() -> bool:
     """Built in or loaded (/sys/module), or loadable (modprobe -n): what preflight accepts."""
     if Path("/sys/module/ipip").exists():
         return True
-    probe = subprocess.run(["modprobe", "-n", "-q", "ipip"], capture_output=True, check=False)
-    return probe.returncode == 0
+    modprobe = shutil.which("modprobe") or next(
+        (p for p in ("/sbin/modprobe", "/usr/sbin/modprobe") if Path(p).exists()), None
+    )
+    if modprobe is None:  # no kmod (this host): nothing can be loaded
+        return False
+    return subprocess.run([modprobe, "-n", "-q", "ipip"], capture_output=True, check=False).returncode == 0
 
 
 def test_changing_the_encapsulation_of_the_running_cluster_is_refused(cluster_a: Cluster, tmp_path: Path) -> None:
