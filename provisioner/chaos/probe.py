@@ -164,14 +164,17 @@ def node_ready(node: dict[str, Any]) -> bool:
     return False
 
 
+def live_pods(pods: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The pods of a pod list that are not being deleted."""
+    return [p for p in (pods or {}).get("items", []) if not p.get("metadata", {}).get("deletionTimestamp")]
+
+
 def canary_state(deploy: dict[str, Any] | None, pods: dict[str, Any] | None) -> tuple[int, int, dict[str, int]]:
     """(ready pods, wanted replicas, node -> canary pods) from the Deployment and its pods."""
     wanted = int((deploy or {}).get("spec", {}).get("replicas", 0) or 0)
     ready = 0
     where: dict[str, int] = {}
-    for p in (pods or {}).get("items", []):
-        if p.get("metadata", {}).get("deletionTimestamp"):
-            continue
+    for p in live_pods(pods):
         node = p.get("spec", {}).get("nodeName") or ""
         where[node] = where.get(node, 0) + 1
         conds = {c.get("type"): c.get("status") for c in p.get("status", {}).get("conditions", []) or []}
@@ -181,11 +184,7 @@ def canary_state(deploy: dict[str, Any] | None, pods: dict[str, Any] | None) -> 
 
 def live_pod_names(pods: dict[str, Any]) -> set[str]:
     """The names of the pods in a list that are not being deleted."""
-    return {
-        p["metadata"]["name"]
-        for p in pods.get("items", [])
-        if p.get("metadata", {}).get("name") and not p["metadata"].get("deletionTimestamp")
-    }
+    return {name for p in live_pods(pods) if (name := p.get("metadata", {}).get("name"))}
 
 
 class Pollers:
