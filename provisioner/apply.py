@@ -194,7 +194,12 @@ class Artifacts:
         manifest = artifacts.fetch_manifest(ctx.spec.artifacts.files_repo)
         rel = release(ctx.spec.kubernetes.version)
         ctx.downloads = artifacts.downloads(
-            manifest, rel, ctx.spec.artifacts.files_repo, ctx.spec.addons, ctx.spec.network.policy
+            manifest,
+            rel,
+            ctx.spec.artifacts.files_repo,
+            ctx.spec.addons,
+            ctx.spec.network.policy,
+            ctx.spec.artifacts.test_images,
         )
 
 

@@ -52,9 +52,10 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-# Test artifacts: fetched when the mirror has them (`provisioner mirror build` makes them; a
-# files_repo of one's own need not), so that the upstream e2e tests find their image offline.
-OPTIONAL = {"image-agnhost"}
+# Test artifacts: fetched only for a cluster file with `artifacts.test_images: true`, so that
+# Kubernetes' own e2e tests find their image offline; every other cluster is spared 83 MB a
+# node to download, verify and import.
+TEST_IMAGES = {"image-agnhost"}
 
 
 def fetch_manifest(files_repo: str, timeout: float = 10.0) -> Manifest:
@@ -101,10 +102,12 @@ def downloads(
     files_repo: str,
     addons: Addons | None = None,
     network_policy: bool = True,
+    test_images: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """The download list; an add-on turned off in the cluster file (``addons``; default: all on)
     is left out, so its image is neither fetched nor needed in the mirror; so is kube-router
-    without ``network_policy`` (the cluster file's network.policy)."""
+    without ``network_policy`` (the cluster file's network.policy), and the e2e tests' images
+    without ``test_images`` (artifacts.test_images)."""
     wanted = {
         "kubernetes": release.kubernetes,
         "etcd": release.etcd,
@@ -117,11 +120,18 @@ def downloads(
     unwanted = {name for name, on in addon_images(addons or Addons()).items() if not on}
     if not network_policy:
         unwanted.add("kube-router")
+    if not test_images:
+        unwanted |= TEST_IMAGES
+    elif missing := sorted(name for name in TEST_IMAGES if not manifest.versions(name)):
+        raise ArtifactError(
+            f"artifacts.test_images: the mirror has no {', '.join(missing)}; run `provisioner mirror build` "
+            "(it builds them beside e2e.test) or set test_images: false"
+        )
     out: dict[str, list[dict[str, Any]]] = {}
     for group, needs in NEEDS.items():
         items = []
         for name, key in needs:
-            if name in unwanted or (name in OPTIONAL and not manifest.versions(name)):
+            if name in unwanted:
                 continue
             a = _pick(manifest, name, wanted[key])
             path = PurePosixPath(a.path)

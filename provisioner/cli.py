@@ -727,7 +727,12 @@ def inventory_generate(
             raise ProvisionerError("--no-downloads")
         manifest = artifacts.fetch_manifest(spec.artifacts.files_repo, timeout=3)
         downloads = artifacts.downloads(
-            manifest, release(spec.kubernetes.version), spec.artifacts.files_repo, spec.addons, spec.network.policy
+            manifest,
+            release(spec.kubernetes.version),
+            spec.artifacts.files_repo,
+            spec.addons,
+            spec.network.policy,
+            spec.artifacts.test_images,
         )
     except ProvisionerError as exc:
         if out_dir is None:

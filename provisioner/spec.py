@@ -101,6 +101,9 @@ class ApiLoadBalancer(_Model):
 
 class Artifacts(_Model):
     files_repo: str = "http://127.0.0.1:8088"
+    # The image Kubernetes' own e2e tests run (agnhost, 83 MB), imported on every node: only
+    # for a cluster that runs those tests (the mirror builds it beside e2e.test).
+    test_images: bool = False
 
 
 class Runtime(_Model):

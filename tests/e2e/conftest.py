@@ -101,10 +101,17 @@ class Cluster:
 
 
 def make_cluster(
-    name: str, subnet: str, nodes: int, control_planes: int, tmp: Path, second_subnet: str | None = None
+    name: str,
+    subnet: str,
+    nodes: int,
+    control_planes: int,
+    tmp: Path,
+    second_subnet: str | None = None,
+    test_images: bool = False,
 ) -> Iterator[tuple[Lab, Path]]:
     """``second_subnet``: a two-subnet lab (the workers alternate between the bridges; the cluster
-    file says encapsulation vxlan, cross-subnet)."""
+    file says encapsulation vxlan, cross-subnet). ``test_images``: the cluster file asks for the
+    upstream e2e tests' image on every node (artifacts.test_images), for a lab that runs them."""
     kubectl_binary()
     lab = Lab(name, tmp)
     lab.down(say=lambda m: None)  # whatever an interrupted earlier run left
@@ -116,6 +123,10 @@ def make_cluster(
         say=lambda m: None,
         second_subnet=second_subnet,
     )
+    if test_images:
+        spec = yaml.safe_load(lab.cluster_file.read_text())
+        spec.setdefault("artifacts", {})["test_images"] = True
+        lab.cluster_file.write_text(yaml.safe_dump(spec))
     try:
         yield lab, tmp
     finally:

@@ -36,7 +36,13 @@ SUBNET, SECOND_SUBNET = os.environ.get("E2EA_SUBNETS", "192.168.253.0/24,192.168
 @pytest.fixture(scope="module")
 def lab_a(tmp_path_factory: pytest.TempPathFactory):
     yield from make_cluster(
-        "e2ea", SUBNET, nodes=3, control_planes=1, tmp=tmp_path_factory.mktemp("e2ea"), second_subnet=SECOND_SUBNET
+        "e2ea",
+        SUBNET,
+        nodes=3,
+        control_planes=1,
+        tmp=tmp_path_factory.mktemp("e2ea"),
+        second_subnet=SECOND_SUBNET,
+        test_images=True,  # the upstream Granular Checks and Netpol suites run on it
     )
 
 

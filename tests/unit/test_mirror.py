@@ -205,7 +205,7 @@ def _full_manifest(rel: Release, skip: str = "") -> Manifest:
 
 def test_downloads_carry_url_and_sha256() -> None:
     m = _full_manifest(REL)
-    out = artifacts.downloads(m, REL, "http://mirror:8088/")
+    out = artifacts.downloads(m, REL, "http://mirror:8088/", test_images=True)
     assert set(out) == set(artifacts.NEEDS)
     for group, needs in artifacts.NEEDS.items():
         assert [d["name"] for d in out[group]] == [name for name, _ in needs]

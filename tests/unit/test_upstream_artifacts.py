@@ -56,13 +56,17 @@ def test_symbolic_links_are_followed_inside_the_package(tmp_path: Path) -> None:
     assert build.resolve_in(tmp_path, tmp_path / "lib64/ld.so") == lib / "libz.so.1.2.13"
 
 
-def test_agnhost_goes_to_every_node_when_the_mirror_has_it() -> None:
+def test_agnhost_goes_to_every_node_only_when_the_cluster_file_asks() -> None:
     with_it = _full_manifest(REL)
     names = [d["name"] for d in artifacts.downloads(with_it, REL, "http://m")["k8s_cluster"]]
+    assert "image-agnhost" not in names, "a test image: by default no node carries it"
+    names = [d["name"] for d in artifacts.downloads(with_it, REL, "http://m", test_images=True)["k8s_cluster"]]
     assert "image-agnhost" in names
     without = _full_manifest(REL, skip="image-agnhost")
     names = [d["name"] for d in artifacts.downloads(without, REL, "http://m")["k8s_cluster"]]
-    assert "image-agnhost" not in names, "a test artifact: a mirror without it still serves clusters"
+    assert "image-agnhost" not in names, "a mirror without it still serves clusters that do not ask"
+    with pytest.raises(artifacts.ArtifactError, match=r"^artifacts\.test_images: the mirror has no image-agnhost"):
+        artifacts.downloads(without, REL, "http://m", test_images=True)
 
 
 def test_e2e_test_is_built_with_go_test_c_in_the_releases_module(

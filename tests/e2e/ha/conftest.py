@@ -18,7 +18,12 @@ def ha_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     created once and shared by every test file in this package (test_ha, the add-ons, the VIP,
     chaos), to keep CI time down."""
     for lab, state in make_cluster(
-        "e2eb", "192.168.254.0/24", nodes=4, control_planes=3, tmp=tmp_path_factory.mktemp("e2eb")
+        "e2eb",
+        "192.168.254.0/24",
+        nodes=4,
+        control_planes=3,
+        tmp=tmp_path_factory.mktemp("e2eb"),
+        test_images=True,  # test_upstream.py runs the Granular Checks on it
     ):
         spec = yaml.safe_load(lab.cluster_file.read_text())
         spec["network"]["route_reflectors"] = HA_ROUTE_REFLECTORS
