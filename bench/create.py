@@ -6,9 +6,10 @@ ok / changed / skipped per host. Then, on the same lab, the physical floor
 (bench/floor.py: the installed services started from a wiped state until every node is
 Ready and CoreDNS answers), and each figure as a ratio to it. `--only "3 nodes, 2 subnets, vxlan"`:
 the same 3 nodes on a two-subnet lab (w1 on the second bridge) with encapsulation vxlan,
-cross-subnet. Targets (issue 14): 3 nodes
-create <= 30 s and re-run <= 8 s, HA create <= 45 s and re-run <= 12 s, 12-node create
-<= 1.5x the 3-node create. Writes rows to BENCHMARKS.md.
+cross-subnet. `--scaling`: the 3-, 6- and 12-node creates (one control plane), a straight line
+fitted through them (create(n) = fixed + per_node * n) and projected to 100 and 1,000 nodes.
+Targets (issue 14): 3 nodes create <= 30 s and re-run <= 8 s, HA create <= 45 s and re-run
+<= 12 s, 12-node create <= 1.5x the 3-node create. Writes rows to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from provisioner.lab.manager import DEFAULT_MIRROR, Lab
 TOPOLOGIES: dict[str, tuple[int, int, str, str | None]] = {
     "3 nodes (1 cp + 2 w)": (3, 1, "192.168.248.0/24", None),
     "HA (3 cp + 1 w)": (4, 3, "192.168.247.0/24", None),
+    "6 nodes (1 cp + 5 w)": (6, 1, "192.168.248.0/24", None),
     "12 nodes (1 cp + 11 w)": (12, 1, "192.168.248.0/24", None),
     "3 nodes, 2 subnets, vxlan": (3, 1, "192.168.248.0/24", "192.168.249.0/24"),
 }
@@ -39,11 +41,14 @@ TOPOLOGIES: dict[str, tuple[int, int, str, str | None]] = {
 TARGETS: dict[str, tuple[float, float] | None] = {
     "3 nodes (1 cp + 2 w)": (30.0, 8.0),
     "HA (3 cp + 1 w)": (45.0, 12.0),
+    "6 nodes (1 cp + 5 w)": None,
     "12 nodes (1 cp + 11 w)": None,
     "3 nodes, 2 subnets, vxlan": None,
 }
 TWELVE_TO_THREE = 1.5  # 12-node create / 3-node create, measured in the same run
 THREE = "3 nodes (1 cp + 2 w)"
+# --scaling: the one-control-plane creates whose per-node cost is fitted and projected
+SCALING = {3: THREE, 6: "6 nodes (1 cp + 5 w)", 12: "12 nodes (1 cp + 11 w)"}
 
 
 def create(lab: Lab, state: Path) -> tuple[float, dict]:
@@ -93,13 +98,48 @@ def per_host(result: dict) -> str:
     return ", ".join(f"{h} {o}/{c}/{s}" for h, (o, c, s) in sorted(totals.items()))
 
 
+def fit(points: dict[int, float]) -> tuple[float, float]:
+    """Least squares of create time = fixed + per_node * n; returns (fixed, per_node)."""
+    n = len(points)
+    mx = sum(points) / n
+    my = sum(points.values()) / n
+    per_node = sum((x - mx) * (y - my) for x, y in points.items()) / sum((x - mx) ** 2 for x in points)
+    return my - per_node * mx, per_node
+
+
+def record_scaling(creates: dict[str, float]) -> None:
+    points = {n: creates[name] for n, name in SCALING.items() if name in creates}
+    if len(points) < 2:
+        return
+    fixed, per_node = fit(points)
+    formula = f"create(n) = {fixed:.0f} s + {per_node:.1f} s * n"
+    print(
+        f"per-node cost: {formula}; projected 100 nodes {fixed + 100 * per_node:.0f} s, 1,000 nodes "
+        f"{fixed + 1000 * per_node:.0f} s (this lab: every node shares the controller's 2 cores)"
+    )
+    record(
+        "create time against the node count, fitted (bench/create.py --scaling)",
+        ["measured creates s", "fit", "100 nodes (projected) s", "1,000 nodes (projected) s"],
+        [
+            ", ".join(f"{n} nodes {t:.0f}" for n, t in sorted(points.items())),
+            formula,
+            f"{fixed + 100 * per_node:.0f}",
+            f"{fixed + 1000 * per_node:.0f}",
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=list(TOPOLOGIES), action="append", help="one topology (repeatable)")
+    parser.add_argument(
+        "--scaling", action="store_true", help="the 3-, 6- and 12-node creates, fitted and projected to 100 and 1,000"
+    )
     args = parser.parse_args()
+    chosen = list(SCALING.values()) if args.scaling else (args.only or list(TOPOLOGIES)[:2])
     creates: dict[str, float] = {}
     for name, (nodes, cps, subnet, second) in TOPOLOGIES.items():
-        if name not in (args.only or list(TOPOLOGIES)[:2]):
+        if name not in chosen:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             state = Path(tmp)
@@ -161,6 +201,7 @@ def main() -> None:
                 against,
             ],
         )
+    record_scaling(creates)
 
 
 if __name__ == "__main__":
