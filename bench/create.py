@@ -113,9 +113,10 @@ def record_scaling(creates: dict[str, float]) -> None:
         return
     fixed, per_node = fit(points)
     formula = f"create(n) = {fixed:.0f} s + {per_node:.1f} s * n"
+    hundred, thousand = fixed + 100 * per_node, fixed + 1000 * per_node
     print(
-        f"per-node cost: {formula}; projected 100 nodes {fixed + 100 * per_node:.0f} s, 1,000 nodes "
-        f"{fixed + 1000 * per_node:.0f} s (this lab: every node shares the controller's 2 cores)"
+        f"per-node cost: {formula}; projected 100 nodes {hundred:.0f} s, 1,000 nodes {thousand:.0f} s "
+        "(this lab: every node shares the controller's 2 cores)"
     )
     record(
         "create time against the node count, fitted (bench/create.py --scaling)",
@@ -123,8 +124,8 @@ def record_scaling(creates: dict[str, float]) -> None:
         [
             ", ".join(f"{n} nodes {t:.0f}" for n, t in sorted(points.items())),
             formula,
-            f"{fixed + 100 * per_node:.0f}",
-            f"{fixed + 1000 * per_node:.0f}",
+            f"{hundred:.0f}",
+            f"{thousand:.0f}",
         ],
     )
 

@@ -20,7 +20,7 @@ from provisioner.progress import PlaybookProgress
 from provisioner.runner import PlaybookFailed, RunResult, run_playbook
 from provisioner.spec import ClusterSpec, Node
 from provisioner.state import ClusterDir
-from provisioner.versions import SUPPORTED_KUBERNETES, minor, release
+from provisioner.versions import SUPPORTED_KUBERNETES, minor
 
 
 @dataclass
@@ -192,15 +192,7 @@ class Artifacts:
 
     def run(self, ctx: Context) -> None:
         manifest = artifacts.fetch_manifest(ctx.spec.artifacts.files_repo)
-        rel = release(ctx.spec.kubernetes.version)
-        ctx.downloads = artifacts.downloads(
-            manifest,
-            rel,
-            ctx.spec.artifacts.files_repo,
-            ctx.spec.addons,
-            ctx.spec.network.policy,
-            ctx.spec.artifacts.test_images,
-        )
+        ctx.downloads = artifacts.for_cluster(manifest, ctx.spec)
 
 
 class Inventory:

@@ -13,8 +13,8 @@ from typing import Any
 
 from provisioner.errors import ProvisionerError
 from provisioner.mirror.manifest import Artifact, Manifest
-from provisioner.spec import Addons
-from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, Release
+from provisioner.spec import Addons, ClusterSpec
+from provisioner.versions import LOCAL_PATH_PROVISIONER, METRICS_SERVER, Release, release
 
 
 class ArtifactError(ProvisionerError):
@@ -152,3 +152,16 @@ def downloads(
             )
         out[group] = items
     return out
+
+
+def for_cluster(manifest: Manifest, spec: ClusterSpec) -> dict[str, list[dict[str, Any]]]:
+    """The download list of a cluster file: its release, files_repo, add-ons, network.policy and
+    artifacts.test_images."""
+    return downloads(
+        manifest,
+        release(spec.kubernetes.version),
+        spec.artifacts.files_repo,
+        spec.addons,
+        spec.network.policy,
+        spec.artifacts.test_images,
+    )

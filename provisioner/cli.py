@@ -713,7 +713,6 @@ def inventory_generate(
     plain ansible-playbook needs. The download list is included when files_repo answers."""
     from provisioner import ansible_config, artifacts
     from provisioner import inventory as inv
-    from provisioner.versions import release
 
     spec = load_spec(file)
     cdir = cluster_dir(spec, state_dir)
@@ -726,14 +725,7 @@ def inventory_generate(
         if not downloads_opt:
             raise ProvisionerError("--no-downloads")
         manifest = artifacts.fetch_manifest(spec.artifacts.files_repo, timeout=3)
-        downloads = artifacts.downloads(
-            manifest,
-            release(spec.kubernetes.version),
-            spec.artifacts.files_repo,
-            spec.addons,
-            spec.network.policy,
-            spec.artifacts.test_images,
-        )
+        downloads = artifacts.for_cluster(manifest, spec)
     except ProvisionerError as exc:
         if out_dir is None:
             err.print(f"[yellow]warning:[/yellow] no download list in the inventory: {exc}", highlight=False)

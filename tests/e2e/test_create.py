@@ -381,10 +381,10 @@ def test_pod_to_pod_across_subnets_is_encapsulated_and_within_one_is_not(cluster
 def _host_has_ipip() -> bool:
     """Whether preflight would accept ipip here: its own kernel probe and check, run on this host,
     whose kernel the lab's nodes share."""
-    from provisioner.preflight import kernel_module_check, kmod_probe
+    from provisioner.preflight import _parse, kernel_module_check, kmod_probe
 
     out = subprocess.run(["sh", "-c", kmod_probe("ipip")], capture_output=True, text=True, check=False).stdout
-    facts = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    facts, _ = _parse(out)
     return kernel_module_check("ipip", ("network.encapsulation ipip", ""), facts).ok
 
 
